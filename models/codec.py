@@ -1,0 +1,95 @@
+"""numpy-in, numpy-out façade over the tokenizer and the restorer, as the cloud and demo use it.
+
+The four verbs mirror the edge's stages: ``encode(image) -> tokens``, ``restore(tokens, known)
+-> tokens``, ``decode(tokens) -> image``. Images are uint8 HxWx3 RGB; grids are int64 (h, w).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from models.checkpoints import load_weights
+from models.maskgit import MaskGIT, MaskGITConfig
+from models.registry import ModelNotFound, files_for
+from models.restore import RestoreConfig, Restorer
+from models.tokenizer import TokenizerConfig, VQTokenizer
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_tokenizer(tokenizer_id: int = 1, device: str | None = None, random_init: bool = False) -> VQTokenizer:
+    files = files_for(tokenizer_id)
+    if random_init:
+        tok = VQTokenizer(TokenizerConfig())
+    else:
+        path = files.path("tokenizer")
+        if not path.exists():
+            raise ModelNotFound(f"tokenizer weights missing: {path}")
+        state, meta = load_weights(path)
+        tok = VQTokenizer(TokenizerConfig.from_dict(meta["config"]))
+        tok.load_state_dict(state)
+    return tok.eval().to(pick_device(device))
+
+
+def load_maskgit(tokenizer_id: int = 1, device: str | None = None, random_init: bool = False) -> MaskGIT:
+    files = files_for(tokenizer_id)
+    if random_init:
+        model = MaskGIT(MaskGITConfig(depth=2, dim=64, heads=4))
+    else:
+        path = files.path("maskgit")
+        if not path.exists():
+            raise ModelNotFound(f"MaskGIT weights missing: {path}")
+        state, meta = load_weights(path)
+        model = MaskGIT(MaskGITConfig.from_dict(meta["config"]))
+        model.load_state_dict(state)
+    return model.eval().to(pick_device(device))
+
+
+class TokenCodec:
+    def __init__(self, tokenizer: VQTokenizer, restorer: Restorer, tokenizer_id: int = 1) -> None:
+        self.tokenizer = tokenizer
+        self.restorer = restorer
+        self.tokenizer_id = tokenizer_id
+        self.device = restorer.device
+
+    @classmethod
+    def load(cls, tokenizer_id: int = 1, device: str | None = None, random_init: bool = False,
+             restore: RestoreConfig | None = None) -> TokenCodec:
+        dev = pick_device(device)
+        tok = load_tokenizer(tokenizer_id, str(dev), random_init)
+        mg = load_maskgit(tokenizer_id, str(dev), random_init)
+        log.info("loaded tokenizer %d (%s) on %s", tokenizer_id, "random init" if random_init else "shipped", dev)
+        return cls(tok, Restorer(mg, restore, dev), tokenizer_id)
+
+    @property
+    def factor(self) -> int:
+        return self.tokenizer.factor
+
+    @torch.no_grad()
+    def encode(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for im in images:
+            x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float().div(255)
+            out.append(self.tokenizer.encode(x.to(self.device))[0].cpu().numpy().astype(np.int64))
+        return out
+
+    def restore(self, grids: list[np.ndarray], known: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+        return self.restorer.restore(grids, known, seed=seed)
+
+    @torch.no_grad()
+    def decode(self, grids: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+        out = []
+        for g, size in zip(grids, sizes):
+            idx = torch.from_numpy(np.asarray(g, dtype=np.int64))[None].to(self.device)
+            y = self.tokenizer.decode(idx, size=size)[0]
+            out.append((y.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8))
+        return out

@@ -1,0 +1,89 @@
+"""A small bidirectional transformer over token windows, trained MaskGIT-style.
+
+The restorer sees a window of at most 32x32 tokens (trained on 16x16) where masked cells hold a
+dedicated mask id, and predicts a distribution over the codebook at every cell. Sized for CPU
+training and inference: pre-norm blocks, learned 2-D factorised position embeddings so any
+window up to ``max_grid`` works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MaskGITConfig:
+    codebook_size: int = 1024
+    dim: int = 256
+    depth: int = 6
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    max_grid: int = 32
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MaskGITConfig:
+        return cls(**d)
+
+    @property
+    def mask_id(self) -> int:
+        return self.codebook_size
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: MaskGITConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim)
+        self.attn = nn.MultiheadAttention(cfg.dim, cfg.heads, dropout=cfg.dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(cfg.dim)
+        hidden = int(cfg.dim * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(hidden, cfg.dim), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class MaskGIT(nn.Module):
+    """(N, h, w) token ids with ``mask_id`` at unknown cells -> (N, h, w, K) logits."""
+
+    def __init__(self, cfg: MaskGITConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or MaskGITConfig()
+        c = self.cfg
+        self.tok = nn.Embedding(c.codebook_size + 1, c.dim)
+        self.pos_y = nn.Parameter(torch.zeros(c.max_grid, c.dim))
+        self.pos_x = nn.Parameter(torch.zeros(c.max_grid, c.dim))
+        nn.init.normal_(self.pos_y, std=0.02)
+        nn.init.normal_(self.pos_x, std=0.02)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList([Block(c) for _ in range(c.depth)])
+        self.norm = nn.LayerNorm(c.dim)
+        self.head = nn.Linear(c.dim, c.codebook_size)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        n, h, w = ids.shape
+        if h > self.cfg.max_grid or w > self.cfg.max_grid:
+            raise ValueError(f"window {h}x{w} exceeds max_grid {self.cfg.max_grid}; tile it")
+        pos = (self.pos_y[:h, None, :] + self.pos_x[None, :w, :]).reshape(h * w, -1)
+        x = self.drop(self.tok(ids.reshape(n, h * w)) + pos)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x)).reshape(n, h, w, -1)
+
+
+def masked_ce(logits: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over masked cells only (known cells are copied, so learning them is waste)."""
+    sel = masked.reshape(-1)
+    if not bool(sel.any()):
+        return logits.sum() * 0
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1])[sel], target.reshape(-1)[sel])

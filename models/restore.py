@@ -1,0 +1,143 @@
+"""Halton-scheduled MaskGIT restoration of masked and lost tokens, tiled for any grid size.
+
+Built from parts passed in (a trained ``MaskGIT`` and a ``RestoreConfig``); the schedule and
+ordering are pure helpers in ``models.halton``. At each step every image is cut into overlapping
+windows the transformer was trained on, all windows of all images go through the model in one
+batch, and each cell takes its logits from the window it sits most centrally in. Then the next
+Halton-ordered slice of each image's unknown cells is fixed. Known cells are never touched and
+the mask id can never be produced (the head has no output for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.halton import masked_halton_order, reveal_counts
+from models.maskgit import MaskGIT
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    steps: int = 8
+    temperature: float = 0.0  # 0: greedy (best PSNR); >0: sample
+    top_k: int = 0  # 0: no top-k filtering
+    window: int = 16
+    overlap: int = 4
+    max_tiles_per_batch: int = 64
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.overlap < self.window:
+            raise ValueError(f"overlap must be in [0, window), got {self.overlap}")
+
+
+def tile_starts(size: int, window: int, overlap: int) -> list[int]:
+    """Window start offsets covering [0, size) with at least ``overlap`` cells shared."""
+    if size <= window:
+        return [0]
+    stride = window - overlap
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def owner_map(h: int, w: int, ys: list[int], xs: list[int], win_h: int, win_w: int) -> np.ndarray:
+    """For each cell, the tile index (row-major over ys x xs) whose centre is nearest."""
+    cy = np.array([y + (win_h - 1) / 2 for y in ys])
+    cx = np.array([x + (win_w - 1) / 2 for x in xs])
+    gy = np.abs(np.arange(h)[:, None] - cy[None, :]).argmin(axis=1)
+    gx = np.abs(np.arange(w)[:, None] - cx[None, :]).argmin(axis=1)
+    return gy[:, None] * len(xs) + gx[None, :]
+
+
+class Restorer:
+    """restore(indices, known) -> indices, batched over images and tiles."""
+
+    def __init__(self, model: MaskGIT, cfg: RestoreConfig | None = None, device: str | torch.device = "cpu"):
+        self.model = model.eval().to(device)
+        self.cfg = cfg or RestoreConfig()
+        self.device = torch.device(device)
+        self.mask_id = model.cfg.mask_id
+        if self.cfg.window > model.cfg.max_grid:
+            raise ValueError(f"window {self.cfg.window} exceeds the model's max_grid {model.cfg.max_grid}")
+
+    def _pick(self, logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.cfg.temperature == 0:
+            return logits.argmax(dim=-1)
+        logits = logits / self.cfg.temperature
+        if self.cfg.top_k:
+            kth = torch.topk(logits, min(self.cfg.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits.float().cpu(), dim=-1)
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1).to(logits.device)
+
+    @torch.no_grad()
+    def restore(self, grids: list[np.ndarray], known: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+        """Fill the unknown cells of each (h, w) int grid; cells where ``known`` is True are kept."""
+        if len(grids) != len(known):
+            raise ValueError("grids and known masks differ in number")
+        cfg = self.cfg
+        cur, plans = [], []
+        for i, (g, k) in enumerate(zip(grids, known)):
+            if g.shape != k.shape or g.ndim != 2:
+                raise ValueError(f"image {i}: grid {g.shape} and mask {k.shape} must be equal 2-D shapes")
+            k = k.astype(bool)
+            ids = np.where(k, g, self.mask_id).astype(np.int64)
+            unknown = ~k
+            order = masked_halton_order(unknown)
+            counts = reveal_counts(len(order), cfg.steps)
+            plans.append({"order": order, "counts": counts, "done": 0, **self._tiling(*g.shape),
+                          "gen": torch.Generator().manual_seed(seed * 1000003 + i)})
+            cur.append(ids)
+        n_steps = max((len(p["counts"]) for p in plans), default=0)
+        for step in range(n_steps):
+            active = [i for i, p in enumerate(plans) if step < len(p["counts"])]
+            logits = self._window_logits([cur[i] for i in active], [plans[i] for i in active])
+            for i, lg in zip(active, logits):
+                p = plans[i]
+                sel = p["order"][p["done"] : p["done"] + p["counts"][step]]
+                p["done"] += len(sel)
+                ys, xs = np.divmod(sel, cur[i].shape[1])
+                picked = self._pick(lg[torch.from_numpy(ys), torch.from_numpy(xs)], p["gen"])
+                cur[i][ys, xs] = picked.cpu().numpy()
+        out = []
+        for g, k, c in zip(grids, known, cur):
+            res = np.where(k.astype(bool), g, c).astype(np.int64)  # known cells are never overwritten
+            out.append(res)
+        return out
+
+    @torch.no_grad()
+    def logits(self, ids: np.ndarray) -> torch.Tensor:
+        """One model pass over a (h, w) grid holding ``mask_id`` at unknown cells -> (h, w, K)."""
+        return self._window_logits([np.asarray(ids, dtype=np.int64)], [self._tiling(*ids.shape)])[0]
+
+    def _tiling(self, h: int, w: int) -> dict:
+        wh, ww = min(self.cfg.window, h), min(self.cfg.window, w)
+        ys, xs = tile_starts(h, wh, self.cfg.overlap), tile_starts(w, ww, self.cfg.overlap)
+        return {"ys": ys, "xs": xs, "win": (wh, ww), "owner": owner_map(h, w, ys, xs, wh, ww)}
+
+    def _window_logits(self, ids: list[np.ndarray], plans: list[dict]) -> list[torch.Tensor]:
+        """Per image, (h, w, K) logits assembled from its windows; windows of all images batched."""
+        groups: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+        for j, (g, p) in enumerate(zip(ids, plans)):
+            for a, y in enumerate(p["ys"]):
+                for b, x in enumerate(p["xs"]):
+                    groups.setdefault(p["win"], []).append((j, a * len(p["xs"]) + b, y, x))
+        out = [torch.empty(g.shape[0], g.shape[1], self.model.cfg.codebook_size, device=self.device) for g in ids]
+        for (wh, ww), tiles in groups.items():
+            for s in range(0, len(tiles), self.cfg.max_tiles_per_batch):
+                chunk = tiles[s : s + self.cfg.max_tiles_per_batch]
+                batch = np.stack([ids[j][y : y + wh, x : x + ww] for j, _, y, x in chunk])
+                lg = self.model(torch.from_numpy(batch).to(self.device))
+                for (j, t, y, x), tile_logits in zip(chunk, lg):
+                    own = torch.from_numpy(plans[j]["owner"][y : y + wh, x : x + ww] == t).to(self.device)
+                    region = out[j][y : y + wh, x : x + ww]
+                    region[own] = tile_logits[own]
+        return out

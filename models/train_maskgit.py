@@ -1,0 +1,223 @@
+"""Train the MaskGIT restorer on token grids of the (frozen) tokenizer, resumably.
+
+    python -m models.train_maskgit --minutes 50
+
+The training images are tokenized once (and their mirror images), then random windows of the
+token grids are masked with the mixture in ``models.masks``. Also writes the static token prior
+(``tc-vq-f8-k1024.prior.npy``) the link's entropy coder uses. Kill and rerun to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.checkpoints import CHECKPOINT_DIR, WORK_DIR, load_state, load_weights, save_state, save_weights
+from models.data import load_folder
+from models.maskgit import MaskGIT, MaskGITConfig, masked_ce
+from models.masks import dispersed_known, training_known
+from models.tokenizer import TokenizerConfig, VQTokenizer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", default="../shared/data/train")
+    p.add_argument("--val", default="../shared/data/val")
+    p.add_argument("--tokenizer", default=str(CHECKPOINT_DIR / "tokenizer_f8_k1024.safetensors"))
+    p.add_argument("--out", default=str(CHECKPOINT_DIR / "maskgit_f8_k1024.safetensors"))
+    p.add_argument("--prior-out", default=str(CHECKPOINT_DIR / "tc-vq-f8-k1024.prior.npy"))
+    p.add_argument("--run", default="maskgit_f8_k1024")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--minutes", type=float, default=0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--window", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--dim", type=int, default=192)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=6)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--save-every", type=float, default=180.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def encoder_fingerprint(tok: VQTokenizer) -> str:
+    """Hash of everything that decides token ids, so a restorer can be matched to its tokenizer."""
+    h = hashlib.sha256()
+    for name, t in sorted(tok.state_dict().items()):
+        if name.startswith(("encoder.", "quantizer.")):
+            h.update(name.encode())
+            h.update(t.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def tokenize_all(tok: VQTokenizer, images: list[np.ndarray], flips: bool) -> list[np.ndarray]:
+    grids = []
+    for im in images:
+        for flip in (False, True) if flips else (False,):
+            a = im[:, ::-1] if flip else im
+            x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float().div(255)
+            grids.append(tok.encode(x)[0].numpy().astype(np.int64))
+    return grids
+
+
+def sample_batch(grids: list[np.ndarray], n: int, win: int, rng: np.random.Generator):
+    ids = np.empty((n, win, win), dtype=np.int64)
+    known = np.empty((n, win, win), dtype=bool)
+    for i in range(n):
+        g = grids[rng.integers(0, len(grids))]
+        y = rng.integers(0, g.shape[0] - win + 1)
+        x = rng.integers(0, g.shape[1] - win + 1)
+        ids[i] = g[y : y + win, x : x + win]
+        known[i] = training_known(win, win, rng)
+    return ids, known
+
+
+def lr_at(step: int, total: int, base: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def validate(model: MaskGIT, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    model.eval()
+    correct = total = 0
+    ce = 0.0
+    for ids, known in batches:
+        t_ids = torch.from_numpy(ids)
+        t_known = torch.from_numpy(known)
+        inp = torch.where(t_known, t_ids, torch.full_like(t_ids, model.cfg.mask_id))
+        logits = model(inp)
+        m = ~t_known
+        ce += masked_ce(logits, t_ids, m).item() * int(m.sum())
+        correct += int((logits.argmax(-1)[m] == t_ids[m]).sum())
+        total += int(m.sum())
+    model.train()
+    return {"val_ce_50": ce / total, "val_acc_50": correct / total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    state, meta = load_weights(args.tokenizer)
+    tok = VQTokenizer(TokenizerConfig.from_dict(meta["config"]))
+    tok.load_state_dict(state)
+    tok.eval()
+    fp = encoder_fingerprint(tok)
+    work = WORK_DIR / args.run
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / f"grids_{fp}.npz"
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        grids = [z[f"t{i}"] for i in range(int(z["n_train"]))]
+        val_grids = [z[f"v{i}"] for i in range(int(z["n_val"]))]
+    else:
+        print("tokenizing training and validation images ...", flush=True)
+        grids = tokenize_all(tok, load_folder(args.train), flips=True)
+        val_grids = tokenize_all(tok, load_folder(args.val, limit=32), flips=False)
+        np.savez(cache, n_train=len(grids), n_val=len(val_grids),
+                 **{f"t{i}": g for i, g in enumerate(grids)}, **{f"v{i}": g for i, g in enumerate(val_grids)})
+    cb = tok.cfg.codebook_size
+    counts = np.bincount(np.concatenate([g.ravel() for g in grids]), minlength=cb).astype(np.uint32)
+    np.save(args.prior_out, counts)
+    used = int((counts > 0).sum())
+    print(f"{len(grids)} training grids, {used}/{cb} codes used, tokenizer {fp}", flush=True)
+
+    cfg = MaskGITConfig(codebook_size=cb, dim=args.dim, depth=args.depth, heads=args.heads)
+    model = MaskGIT(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
+    rng = np.random.default_rng(args.seed)
+    vrng = np.random.default_rng(1234)
+    val_batches = []
+    for _ in range(4):
+        ids, _ = sample_batch(val_grids, 32, args.window, vrng)
+        known = np.stack([dispersed_known(args.window, args.window, 0.5, vrng) for _ in range(32)])
+        val_batches.append((ids, known))
+    step, best, wall = 0, -1.0, 0.0
+    st = load_state(work / "state.pt")
+    if st is not None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        step, best, wall = st["step"], st["best"], st["wall"]
+        print(f"resumed at step {step} ({wall / 60:.1f} min trained)", flush=True)
+    print(f"maskgit: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
+
+    def save() -> None:
+        save_state({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "step": step, "best": best, "wall": wall}, work / "state.pt")
+
+    def export(m: dict) -> None:
+        extra = {"train": {"steps": step, "wall_minutes": round(wall / 60, 1), "batch": args.batch,
+                           "window": args.window, "data": str(args.train)},
+                 "metrics": m, "tokenizer_fingerprint": fp}
+        save_weights(model, args.out, cfg.to_dict(), extra)
+
+    log_path = work / "log.jsonl"
+    t0, t_saved, wall0 = time.time(), time.time(), wall
+    bar = tqdm(total=args.steps, initial=step, desc="maskgit", mininterval=10, file=sys.stdout)
+    model.train()
+    while step < args.steps:
+        if args.minutes and wall >= args.minutes * 60:
+            print("wall-time limit reached", flush=True)
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr)
+        ids, known = sample_batch(grids, args.batch, args.window, rng)
+        t_ids, t_known = torch.from_numpy(ids).to(device), torch.from_numpy(known).to(device)
+        inp = torch.where(t_known, t_ids, torch.full_like(t_ids, cfg.mask_id))
+        logits = model(inp)
+        sel = (~t_known).reshape(-1)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cb)[sel], t_ids.reshape(-1)[sel],
+                                                 label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        wall = wall0 + time.time() - t0
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"step": step, "wall": round(wall, 1), "loss": loss.item()}) + "\n")
+        if step % args.val_every == 0 or step == args.steps:
+            m = validate(model, val_batches)
+            m.update(step=step, wall=round(wall, 1))
+            bar.write(f"validation: {json.dumps(m)}")
+            with open(log_path, "a") as f:
+                f.write(json.dumps(m) + "\n")
+            if m["val_acc_50"] > best:
+                best = m["val_acc_50"]
+                export(m)
+        if time.time() - t_saved > args.save_every:
+            save()
+            t_saved = time.time()
+    bar.close()
+    save()
+    m = validate(model, val_batches)
+    m.update(step=step, wall=round(wall, 1))
+    print(f"final validation: {json.dumps(m)}", flush=True)
+    if m["val_acc_50"] >= best:
+        export(m)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
