@@ -1,0 +1,126 @@
+"""``tokencast cloud serve|check-config``: run the decoder worker (and the dashboard), or vet a config.
+
+``serve`` wires the parts the config names: the store backend, one codec per tokenizer id, the
+MQTT consumer (shared subscription, manual acks), the metrics endpoint, and the dashboard when
+the ``cloud.dashboard`` package exists and is enabled (imported lazily, so the worker runs
+without it). SIGTERM or SIGINT sets one stop event; the batch in progress finishes and is
+stored, unacknowledged messages stay with the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cloud import config as cloud_config
+from link.config import ConfigError
+from link.errors import LinkError
+from link.tokenizers import get_tokenizer
+
+log = logging.getLogger("tokencast.cloud")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokencast cloud", description="decoder worker and dashboard")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="consume fragments, restore, store, serve metrics and the dashboard")
+    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--log-level", default="INFO")
+    check = sub.add_parser("check-config", help="load and validate a cloud.toml")
+    check.add_argument("--config", type=Path, required=True)
+    return p
+
+
+def check(cfg: cloud_config.CloudConfig) -> list[str]:
+    """Problems that would stop ``serve``, found without loading models or connecting."""
+    problems = []
+    if not cfg.security.keys_dir.is_dir():
+        problems.append(f"security.keys_dir {cfg.security.keys_dir} is not a folder")
+    for tid in cfg.model.tokenizer_ids:
+        try:
+            get_tokenizer(tid)
+        except LinkError as exc:
+            problems.append(f"model.tokenizer_ids: {exc}")
+    from cloud.store import BACKENDS
+
+    if cfg.store.type not in BACKENDS:
+        problems.append(f"store.type {cfg.store.type!r} unknown; choose from {', '.join(BACKENDS)}")
+    return problems
+
+
+def start_dashboard(cfg: cloud_config.CloudConfig, store: object, stop: threading.Event) -> threading.Thread | None:
+    """Run ``cloud.dashboard.serve(cfg, store, stop)`` in a thread if that package exists."""
+    if not cfg.dashboard.enabled:
+        return None
+    try:
+        dashboard = importlib.import_module("cloud.dashboard")
+    except ImportError as exc:
+        log.info("dashboard not started (%s)", exc)
+        return None
+    thread = threading.Thread(target=dashboard.serve, args=(cfg, store, stop), name="tokencast-dashboard",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def serve(cfg: cloud_config.CloudConfig) -> int:
+    from cloud.metrics import Metrics
+    from cloud.store import make_store
+    from cloud.worker import build_worker
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    metrics = Metrics()
+    if cfg.metrics.enabled:
+        metrics.serve(cfg.metrics.host, cfg.metrics.port)
+    store = make_store(cfg.store)
+    source = None
+    try:
+        worker = build_worker(cfg, store=store, metrics=metrics)
+        log.info("worker %s: tokenizers %s on %s, store %s", worker.owner, sorted(worker.codecs),
+                 cfg.model.device, cfg.store.path)
+        if cfg.source == "mqtt":
+            from link.transports import TransportConfig, make_transport
+
+            source = make_transport(TransportConfig(type="mqtt", mqtt=cfg.broker.to_mqtt()))
+            log.info("consuming %s as %s", cfg.broker.to_mqtt().shared_subscription(),
+                     cfg.broker.effective_client_id())
+        start_dashboard(cfg, store, stop)
+        worker.run(stop, source)  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        if source is not None:
+            source.close()
+        store.close()
+        metrics.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = cloud_config.load(args.config)
+    except ConfigError as exc:
+        print(f"tokencast cloud: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        problems = check(cfg)
+        for p in problems:
+            print(f"tokencast cloud: {args.config}: {p}", file=sys.stderr)
+        if not problems:
+            print(f"{args.config}: ok (store {cfg.store.type} at {cfg.store.path}, source {cfg.source}, "
+                  f"batch {cfg.batch.max_batch}/{cfg.batch.max_wait_ms:g} ms, device {cfg.model.device})")
+        return 1 if problems else 0
+    try:
+        return serve(cfg)
+    except (LinkError, OSError) as exc:
+        log.error("cloud worker stopped: %s", exc)
+        return 1

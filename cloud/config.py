@@ -1,0 +1,162 @@
+"""Typed configuration of the cloud worker (``cloud.toml``), one dataclass per concern.
+
+Loaded through ``link.config.load_config`` so unknown keys and wrong types fail at start-up with
+the file and dotted key named. Nothing here imports torch or paho: ``tokencast cloud
+check-config`` must work on any machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from link.config import load_config
+from link.transports.config import MqttConfig
+
+
+@dataclass
+class BrokerConfig:
+    """Where fragments come from: a shared MQTT subscription, QoS 1, manual acks."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = ""  # empty: tokencast-cloud-<host>; keep it stable so a restart resumes the session
+    group: str = "tokencast"  # shared-subscription group: workers in one group split the uplink
+    topic_prefix: str = "tokencast"
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    max_inflight: int = 100
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be 1..65535, got {self.port}")
+
+    def effective_client_id(self) -> str:
+        # Stable across restarts (no pid): the broker then redelivers this worker's unacked messages.
+        return self.client_id or f"tokencast-cloud-{socket.gethostname()}"
+
+    def to_mqtt(self) -> MqttConfig:
+        return MqttConfig(
+            role="consumer", host=self.host, port=self.port, client_id=self.effective_client_id(),
+            group=self.group, topic_prefix=self.topic_prefix, keepalive_s=self.keepalive_s,
+            session_expiry_s=self.session_expiry_s, max_inflight=self.max_inflight,
+            username=self.username, password=self.password, password_file=self.password_file,
+            tls=self.tls, ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,
+            tls_insecure=self.tls_insecure,
+        )
+
+
+@dataclass
+class SecurityConfig:
+    keys_dir: Path = Path("keys")  # <device_id>.key files, hex or base64
+    tag_len: int = 8
+    allow_unsealed: bool = False  # tests and wired links only
+    replay_window: int = 256  # frame counters per device
+    prior_dir: Path | None = None  # <tokenizer name>.prior.npy for Huffman-coded indices
+
+
+@dataclass
+class StoreConfig:
+    type: str = "sqlite"  # cloud.store.BACKENDS key
+    path: Path = Path("cloud_data/tokencast.db")
+    image_dir: Path = Path("cloud_data/frames")
+    busy_timeout_s: float = 10.0
+    max_page_count: int = 0  # SQLite size cap in pages (0: none); tests use it to emulate a full disk
+
+
+@dataclass
+class BatchConfig:
+    max_batch: int = 16  # frames restored together
+    max_wait_ms: float = 50.0  # oldest ready frame waits at most this long for the batch to fill
+    poll_ms: float = 20.0  # loop tick when idle
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_wait_ms < 0 or self.poll_ms <= 0:
+            raise ValueError("max_batch must be >= 1, max_wait_ms >= 0, poll_ms > 0")
+
+
+@dataclass
+class RestoreSettings:
+    steps: int = 8
+    temperature: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.temperature < 0:
+            raise ValueError("steps must be >= 1 and temperature >= 0")
+
+
+@dataclass
+class ModelConfig:
+    tokenizer_ids: list[int] = field(default_factory=lambda: [1])  # frames with other ids are rejected
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    random_init: bool = False  # tests and smoke runs without shipped weights
+
+
+@dataclass
+class ReassemblyConfig:
+    timeout_s: float = 30.0  # a partial frame is restored with its missing slices marked lost
+    lease_s: float = 120.0  # a claimed frame not stored by then is taken over by another worker
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.lease_s <= 0:
+            raise ValueError("timeout_s and lease_s must be positive")
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 9108
+
+
+@dataclass
+class DashboardConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass
+class CloudConfig:
+    source: Literal["mqtt", "none"] = "mqtt"  # "none": fragments arrive only through Worker.submit
+    worker_id: str = ""  # claim owner in the store; empty: <host>-<pid>
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    restore: RestoreSettings = field(default_factory=RestoreSettings)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    reassembly: ReassemblyConfig = field(default_factory=ReassemblyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+
+    def effective_worker_id(self) -> str:
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load(path: str | Path) -> CloudConfig:
+    """Read ``cloud.toml``; relative paths in it resolve against the file's folder."""
+    cfg = load_config(CloudConfig, path)
+    base = Path(path).resolve().parent
+    cfg.security.keys_dir = _resolve(base, cfg.security.keys_dir)
+    if cfg.security.prior_dir is not None:
+        cfg.security.prior_dir = _resolve(base, cfg.security.prior_dir)
+    cfg.store.path = _resolve(base, cfg.store.path)
+    cfg.store.image_dir = _resolve(base, cfg.store.image_dir)
+    return cfg
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else base / p

@@ -1,0 +1,230 @@
+"""The store interface: what the worker writes and what the dashboard reads.
+
+Two halves. The *write* half is the worker's: durable staging of authenticated fragments (so a
+fragment's MQTT message can be acknowledged as soon as it is on disk, whichever worker of the
+shared group it reached), claiming frames that are ready (complete, or older than the
+reassembly timeout) under a lease, and the idempotent ``put_frame`` keyed by (device, counter).
+The *read* half (``list_devices``, ``list_frames``, ``get_frame``, ``frame_paths``,
+``device_stats``, ``list_quarantine``) is a stable API for the dashboard: plain dataclasses, no
+SQL outside the backend.
+
+Errors: ``StoreFull`` (disk or size cap hit; nothing half-written, retry after recovery) and
+``StoreUnavailable`` (locked or unreachable beyond the busy timeout); both are ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+
+class StoreError(Exception):
+    """The store could not complete an operation; nothing was partially written."""
+
+    reason = "store"
+
+
+class StoreFull(StoreError):
+    """The disk (or the configured size cap) is full; retry once space is freed."""
+
+    reason = "disk_full"
+
+
+class StoreUnavailable(StoreError):
+    """The database is locked or unreachable beyond the busy timeout."""
+
+    reason = "unavailable"
+
+
+@dataclass(frozen=True)
+class StagedFragment:
+    """One authenticated fragment as the worker stages it (payload: the wire bytes, still sealed)."""
+
+    device_id: int
+    counter: int
+    slice_start: int
+    slice_len: int
+    n_positions: int  # grid_h * grid_w: the frame is complete when staged slices cover it
+    payload: bytes
+    received_at: float  # unix seconds
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A frame handed to one worker: its staged fragments, to assemble, restore and store."""
+
+    device_id: int
+    counter: int
+    fragments: list[bytes]
+    first_seen: float
+    complete: bool  # staged slices cover the grid (else it is a timed-out partial)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.device_id, self.counter)
+
+
+@dataclass
+class FrameRecord:
+    """One stored frame's metadata (the dashboard's row)."""
+
+    device_id: int
+    counter: int
+    capture_ms: int | None  # None when the fragment carrying it was lost
+    received_at: float  # unix seconds the first fragment arrived
+    stored_at: float
+    tokenizer_id: int
+    width: int
+    height: int
+    grid_h: int
+    grid_w: int
+    wire_bytes: int
+    bpp: float  # wire bits per image pixel
+    kept_ratio: float  # kept (sent) positions / all positions
+    lost_ratio: float  # positions whose fragment never arrived / all positions
+    fragments_received: int
+    fragments_total: int
+    complete: bool
+    restore_ms: float
+    psnr: float | None = None  # only when the original is known (demo, benchmarks)
+    worker: str = ""
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.device_id, self.counter)
+
+
+@dataclass(frozen=True)
+class FramePaths:
+    image: Path  # reconstruction, PNG
+    mask: Path  # reconstruction with generated tokens tinted (masked: blue, lost: red), PNG
+
+
+@dataclass
+class DeviceSummary:
+    """A device with its last-seen time and link statistics."""
+
+    device_id: int
+    first_seen: float
+    last_seen: float  # last authenticated fragment
+    frames: int
+    complete_frames: int
+    wire_bytes: int
+    fragments_received: int
+    fragments_total: int
+    mean_kept_ratio: float
+    mean_lost_ratio: float
+    mean_bpp: float
+    duplicates: int
+    rejects: int  # quarantined inputs naming this device id (the id is unauthenticated there)
+    last_counter: int | None
+
+    @property
+    def fragment_loss(self) -> float:
+        if not self.fragments_total:
+            return 0.0
+        return 1.0 - self.fragments_received / self.fragments_total
+
+
+@dataclass
+class QuarantineRecord:
+    id: int
+    received_at: float
+    reason: str
+    device_id: int | None
+    counter: int | None
+    detail: str
+    size: int  # payload bytes (fetch the payload with ``quarantine_payload``)
+
+
+class Store(abc.ABC):
+    """Backend interface; see the module docstring. Implementations must be process-safe."""
+
+    name = "store"
+
+    # -- worker: staging and claiming ------------------------------------------------------------
+    @abc.abstractmethod
+    def stage(self, fragments: list[StagedFragment]) -> list[bool]:
+        """Durably stage fragments in one transaction; per fragment, False if already stored/staged."""
+
+    @abc.abstractmethod
+    def ready(self, now: float, timeout_s: float) -> tuple[int, float | None]:
+        """(frames ready and unclaimed, unix time the oldest of them became ready)."""
+
+    @abc.abstractmethod
+    def claim(self, now: float, *, timeout_s: float, owner: str, lease_s: float, limit: int) -> list[Claim]:
+        """Atomically take up to ``limit`` ready frames (oldest first) for ``owner`` until ``now + lease_s``."""
+
+    @abc.abstractmethod
+    def release(self, keys: list[tuple[int, int]], owner: str) -> None:
+        """Give claimed frames back (e.g. after a failed restore) so any worker retries them."""
+
+    # -- worker: results ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_frame(self, record: FrameRecord, image_png: bytes, mask_png: bytes) -> bool:
+        """Store a frame and its PNGs; a second put of the same (device, counter) is a no-op -> False."""
+
+    @abc.abstractmethod
+    def quarantine(self, reason: str, device_id: int | None, payload: bytes, detail: str, *,
+                   counter: int | None = None, now: float | None = None,
+                   drop_staged: tuple[int, int] | None = None) -> int:
+        """Keep rejected input for inspection; ``drop_staged`` also discards that frame's staging."""
+
+    @abc.abstractmethod
+    def count_duplicates(self, counts: dict[int, int]) -> None:
+        """Add device id -> duplicate deliveries to the per-device statistics."""
+
+    @abc.abstractmethod
+    def set_psnr(self, device_id: int, counter: int, psnr: float) -> None:
+        """Record the PSNR of a stored frame once the original is known (demo, benchmarks)."""
+
+    # -- reads (dashboard) ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def has_frame(self, device_id: int, counter: int) -> bool: ...
+
+    @abc.abstractmethod
+    def get_frame(self, device_id: int, counter: int) -> FrameRecord | None: ...
+
+    @abc.abstractmethod
+    def list_frames(self, device_id: int | None = None, *, limit: int = 50, offset: int = 0,
+                    since: float | None = None) -> list[FrameRecord]:
+        """Newest first (by received time); ``since``: only frames received at or after it."""
+
+    @abc.abstractmethod
+    def count_frames(self, device_id: int | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def frame_paths(self, device_id: int, counter: int) -> FramePaths | None:
+        """Absolute PNG paths of a stored frame, or None if it is not stored."""
+
+    @abc.abstractmethod
+    def list_devices(self) -> list[DeviceSummary]: ...
+
+    @abc.abstractmethod
+    def device_stats(self, device_id: int) -> DeviceSummary | None: ...
+
+    @abc.abstractmethod
+    def list_quarantine(self, *, limit: int = 50, reason: str | None = None) -> list[QuarantineRecord]: ...
+
+    @abc.abstractmethod
+    def quarantine_payload(self, quarantine_id: int) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def quarantine_counts(self) -> dict[str, int]:
+        """reason -> quarantined inputs."""
+
+    @abc.abstractmethod
+    def pending_frames(self) -> int:
+        """Frames staged but not yet stored (the worker's queue depth)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

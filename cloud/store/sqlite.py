@@ -1,0 +1,371 @@
+"""SQLite store: WAL, one writer at a time, PNGs on disk beside the database.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock up front, so
+concurrent workers (threads or processes on one host) serialise cleanly and ``put_frame`` can
+check-then-insert without a race. PNGs are written inside that transaction, before the row:
+if the row cannot be written the files are removed again, so a frame row always has its
+images and a failed put leaves nothing behind. ``SQLITE_FULL`` and ``ENOSPC`` become
+``StoreFull``; the transaction is rolled back, so nothing is half-written.
+
+``synchronous=NORMAL`` in WAL mode survives a process crash (what the ack-after-store guarantee
+needs); a power cut may lose the last commits, which the broker then redelivers only if they
+were not yet acknowledged. Set ``synchronous=FULL`` if acknowledged fragments must survive power loss.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cloud.config import StoreConfig
+from cloud.store.base import (
+    Claim,
+    DeviceSummary,
+    FramePaths,
+    FrameRecord,
+    QuarantineRecord,
+    StagedFragment,
+    Store,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
+from cloud.store.images import atomic_write
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device_id INTEGER PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    duplicates INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS frames (
+    device_id INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    capture_ms INTEGER,
+    received_at REAL NOT NULL,
+    stored_at REAL NOT NULL,
+    tokenizer_id INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    grid_h INTEGER NOT NULL,
+    grid_w INTEGER NOT NULL,
+    wire_bytes INTEGER NOT NULL,
+    bpp REAL NOT NULL,
+    kept_ratio REAL NOT NULL,
+    lost_ratio REAL NOT NULL,
+    fragments_received INTEGER NOT NULL,
+    fragments_total INTEGER NOT NULL,
+    complete INTEGER NOT NULL,
+    restore_ms REAL NOT NULL,
+    psnr REAL,
+    worker TEXT NOT NULL DEFAULT '',
+    image_path TEXT NOT NULL,
+    mask_path TEXT NOT NULL,
+    PRIMARY KEY (device_id, counter)
+);
+CREATE INDEX IF NOT EXISTS frames_by_received ON frames (received_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    device_id INTEGER,
+    counter INTEGER,
+    detail TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantine_by_device ON quarantine (device_id);
+CREATE TABLE IF NOT EXISTS staged (
+    device_id INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    slice_start INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (device_id, counter, slice_start)
+);
+CREATE TABLE IF NOT EXISTS pending (
+    device_id INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    n_positions INTEGER NOT NULL,
+    covered INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    owner TEXT,
+    lease_until REAL,
+    PRIMARY KEY (device_id, counter)
+);
+"""
+
+_FRAME_COLS = ("device_id, counter, capture_ms, received_at, stored_at, tokenizer_id, width, height, grid_h, "
+               "grid_w, wire_bytes, bpp, kept_ratio, lost_ratio, fragments_received, fragments_total, complete, "
+               "restore_ms, psnr, worker")
+# a frame is ready when complete, or its first fragment is older than the timeout; claimable
+# when nobody holds a live lease on it
+_READY = "(covered >= n_positions OR first_seen <= :now - :timeout)"
+_FREE = "(owner IS NULL OR lease_until < :now)"
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
+
+
+class SqliteStore(Store):
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, image_dir: str | Path, *, busy_timeout_s: float = 10.0,
+                 max_page_count: int = 0) -> None:
+        self.path = Path(path)
+        self.image_dir = Path(image_dir)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if max_page_count:
+                self.set_max_page_count(max_page_count)
+            self._db.executescript(SCHEMA)  # idempotent; executescript commits on its own
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+
+    def set_max_page_count(self, pages: int) -> None:
+        """Cap the database size (SQLite pages); 0 lifts the cap. Used to emulate a full disk."""
+        with self._lock:
+            self._db.execute(f"PRAGMA max_page_count={int(pages) or 4294967294}")
+
+    # -- transactions -------------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"{self.path}: cannot take the write lock ({exc})") from exc
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    if _is_full(exc):
+                        raise StoreFull(f"{self.path}: database or disk is full") from exc
+                    raise StoreError(f"{self.path}: {exc}") from exc
+                raise
+
+    def _read(self, sql: str, params: object = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cur = self._db.execute(sql, params)  # type: ignore[arg-type]
+                cur.row_factory = sqlite3.Row
+                return cur.fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
+
+    # -- staging ------------------------------------------------------------------------------------
+    def stage(self, fragments: list[StagedFragment]) -> list[bool]:
+        out = []
+        with self._write() as db:
+            for f in fragments:
+                key = (f.device_id, f.counter)
+                db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES (?, ?, ?) "
+                           "ON CONFLICT (device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+                           (f.device_id, f.received_at, f.received_at))
+                if db.execute("SELECT 1 FROM frames WHERE device_id = ? AND counter = ?", key).fetchone():
+                    out.append(False)
+                    continue
+                cur = db.execute("INSERT OR IGNORE INTO staged VALUES (?, ?, ?, ?)", (*key, f.slice_start, f.payload))
+                if not cur.rowcount:
+                    out.append(False)
+                    continue
+                db.execute("INSERT INTO pending (device_id, counter, n_positions, covered, first_seen, last_seen) "
+                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, counter) DO UPDATE SET "
+                           "covered = covered + excluded.covered, last_seen = excluded.last_seen",
+                           (*key, f.n_positions, f.slice_len, f.received_at, f.received_at))
+                out.append(True)
+        return out
+
+    def ready(self, now: float, timeout_s: float) -> tuple[int, float | None]:
+        rows = self._read(
+            f"SELECT count(*) AS n, min(CASE WHEN covered >= n_positions THEN last_seen "
+            f"ELSE first_seen + :timeout END) AS oldest FROM pending WHERE {_READY} AND {_FREE}",
+            {"now": now, "timeout": timeout_s})
+        return int(rows[0]["n"]), rows[0]["oldest"]
+
+    def claim(self, now: float, *, timeout_s: float, owner: str, lease_s: float, limit: int) -> list[Claim]:
+        claims = []
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT device_id, counter, first_seen, covered >= n_positions FROM pending "
+                f"WHERE {_READY} AND {_FREE} ORDER BY first_seen LIMIT :limit",
+                {"now": now, "timeout": timeout_s, "limit": limit}).fetchall()
+            for device_id, counter, first_seen, complete in rows:
+                db.execute("UPDATE pending SET owner = ?, lease_until = ? WHERE device_id = ? AND counter = ?",
+                           (owner, now + lease_s, device_id, counter))
+                frags = [bytes(r[0]) for r in db.execute(
+                    "SELECT payload FROM staged WHERE device_id = ? AND counter = ? ORDER BY slice_start",
+                    (device_id, counter))]
+                claims.append(Claim(device_id, counter, frags, first_seen, bool(complete)))
+        return claims
+
+    def release(self, keys: list[tuple[int, int]], owner: str) -> None:
+        with self._write() as db:
+            db.executemany("UPDATE pending SET owner = NULL, lease_until = NULL "
+                           "WHERE device_id = ? AND counter = ? AND owner = ?", [(*k, owner) for k in keys])
+
+    def _drop_staged(self, db: sqlite3.Connection, key: tuple[int, int]) -> None:
+        db.execute("DELETE FROM staged WHERE device_id = ? AND counter = ?", key)
+        db.execute("DELETE FROM pending WHERE device_id = ? AND counter = ?", key)
+
+    # -- results ------------------------------------------------------------------------------------
+    def _rel_paths(self, device_id: int, counter: int) -> tuple[str, str]:
+        stem = f"{device_id}/{counter:010d}"
+        return f"{stem}.png", f"{stem}.mask.png"
+
+    def put_frame(self, record: FrameRecord, image_png: bytes, mask_png: bytes) -> bool:
+        key = record.key
+        image_rel, mask_rel = self._rel_paths(*key)
+        written: list[Path] = []
+        try:
+            with self._write() as db:
+                if db.execute("SELECT 1 FROM frames WHERE device_id = ? AND counter = ?", key).fetchone():
+                    self._drop_staged(db, key)
+                    return False
+                for rel, data in ((image_rel, image_png), (mask_rel, mask_png)):
+                    atomic_write(self.image_dir / rel, data)
+                    written.append(self.image_dir / rel)
+                r = record
+                db.execute(
+                    f"INSERT INTO frames ({_FRAME_COLS}, image_path, mask_path) VALUES "
+                    f"({', '.join('?' * 22)})",
+                    (r.device_id, r.counter, r.capture_ms, r.received_at, r.stored_at, r.tokenizer_id, r.width,
+                     r.height, r.grid_h, r.grid_w, r.wire_bytes, r.bpp, r.kept_ratio, r.lost_ratio,
+                     r.fragments_received, r.fragments_total, int(r.complete), r.restore_ms, r.psnr, r.worker,
+                     image_rel, mask_rel))
+                db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES (?, ?, ?) "
+                           "ON CONFLICT (device_id) DO NOTHING", (r.device_id, r.received_at, r.received_at))
+                self._drop_staged(db, key)
+        except BaseException:
+            for p in written:  # the row did not commit: its images must not linger
+                p.unlink(missing_ok=True)
+            raise
+        return True
+
+    def quarantine(self, reason: str, device_id: int | None, payload: bytes, detail: str, *,
+                   counter: int | None = None, now: float | None = None,
+                   drop_staged: tuple[int, int] | None = None) -> int:
+        with self._write() as db:
+            cur = db.execute("INSERT INTO quarantine (received_at, reason, device_id, counter, detail, payload) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (time.time() if now is None else now, reason, device_id, counter, detail[:2000],
+                              bytes(payload)))
+            if drop_staged is not None:
+                self._drop_staged(db, drop_staged)
+            return int(cur.lastrowid or 0)
+
+    def count_duplicates(self, counts: dict[int, int]) -> None:
+        if not counts:
+            return
+        with self._write() as db:
+            db.executemany("UPDATE devices SET duplicates = duplicates + ? WHERE device_id = ?",
+                           [(n, d) for d, n in counts.items()])
+
+    def set_psnr(self, device_id: int, counter: int, psnr: float) -> None:
+        with self._write() as db:
+            db.execute("UPDATE frames SET psnr = ? WHERE device_id = ? AND counter = ?", (psnr, device_id, counter))
+
+    # -- reads --------------------------------------------------------------------------------------
+    def has_frame(self, device_id: int, counter: int) -> bool:
+        return bool(self._read("SELECT 1 FROM frames WHERE device_id = ? AND counter = ?", (device_id, counter)))
+
+    @staticmethod
+    def _frame(row: sqlite3.Row) -> FrameRecord:
+        d = {k: row[k] for k in row.keys() if k not in ("image_path", "mask_path")}
+        d["complete"] = bool(d["complete"])
+        return FrameRecord(**d)
+
+    def get_frame(self, device_id: int, counter: int) -> FrameRecord | None:
+        rows = self._read(f"SELECT {_FRAME_COLS} FROM frames WHERE device_id = ? AND counter = ?",
+                          (device_id, counter))
+        return self._frame(rows[0]) if rows else None
+
+    def list_frames(self, device_id: int | None = None, *, limit: int = 50, offset: int = 0,
+                    since: float | None = None) -> list[FrameRecord]:
+        where, params = ["1"], []
+        if device_id is not None:
+            where.append("device_id = ?")
+            params.append(device_id)
+        if since is not None:
+            where.append("received_at >= ?")
+            params.append(since)
+        rows = self._read(f"SELECT {_FRAME_COLS} FROM frames WHERE {' AND '.join(where)} "
+                          f"ORDER BY received_at DESC, device_id, counter DESC LIMIT ? OFFSET ?",
+                          (*params, limit, offset))
+        return [self._frame(r) for r in rows]
+
+    def count_frames(self, device_id: int | None = None) -> int:
+        if device_id is None:
+            return int(self._read("SELECT count(*) FROM frames")[0][0])
+        return int(self._read("SELECT count(*) FROM frames WHERE device_id = ?", (device_id,))[0][0])
+
+    def frame_paths(self, device_id: int, counter: int) -> FramePaths | None:
+        rows = self._read("SELECT image_path, mask_path FROM frames WHERE device_id = ? AND counter = ?",
+                          (device_id, counter))
+        if not rows:
+            return None
+        return FramePaths(self.image_dir / rows[0]["image_path"], self.image_dir / rows[0]["mask_path"])
+
+    _DEVICE_SQL = """
+        SELECT d.device_id, d.first_seen, d.last_seen, d.duplicates,
+               count(f.counter) AS frames, coalesce(sum(f.complete), 0) AS complete_frames,
+               coalesce(sum(f.wire_bytes), 0) AS wire_bytes,
+               coalesce(sum(f.fragments_received), 0) AS fragments_received,
+               coalesce(sum(f.fragments_total), 0) AS fragments_total,
+               coalesce(avg(f.kept_ratio), 0) AS mean_kept_ratio, coalesce(avg(f.lost_ratio), 0) AS mean_lost_ratio,
+               coalesce(avg(f.bpp), 0) AS mean_bpp, max(f.counter) AS last_counter,
+               (SELECT count(*) FROM quarantine q WHERE q.device_id = d.device_id) AS rejects
+        FROM devices d LEFT JOIN frames f ON f.device_id = d.device_id
+    """
+
+    def list_devices(self) -> list[DeviceSummary]:
+        rows = self._read(self._DEVICE_SQL + " GROUP BY d.device_id ORDER BY d.device_id")
+        return [DeviceSummary(**dict(r)) for r in rows]
+
+    def device_stats(self, device_id: int) -> DeviceSummary | None:
+        rows = self._read(self._DEVICE_SQL + " WHERE d.device_id = ? GROUP BY d.device_id", (device_id,))
+        return DeviceSummary(**dict(rows[0])) if rows else None
+
+    def list_quarantine(self, *, limit: int = 50, reason: str | None = None) -> list[QuarantineRecord]:
+        sql = "SELECT id, received_at, reason, device_id, counter, detail, length(payload) AS size FROM quarantine"
+        params: tuple = ()
+        if reason is not None:
+            sql, params = sql + " WHERE reason = ?", (reason,)
+        rows = self._read(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [QuarantineRecord(**dict(r)) for r in rows]
+
+    def quarantine_payload(self, quarantine_id: int) -> bytes | None:
+        rows = self._read("SELECT payload FROM quarantine WHERE id = ?", (quarantine_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def quarantine_counts(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self._read("SELECT reason, count(*) FROM quarantine GROUP BY reason")}
+
+    def pending_frames(self) -> int:
+        return int(self._read("SELECT count(*) FROM pending")[0][0])
+
+    def integrity_ok(self) -> bool:
+        return self._read("PRAGMA integrity_check")[0][0] == "ok"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def create(cfg: StoreConfig) -> Store:
+    return SqliteStore(cfg.path, cfg.image_dir, busy_timeout_s=cfg.busy_timeout_s, max_page_count=cfg.max_page_count)

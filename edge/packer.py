@@ -1,0 +1,59 @@
+"""Selection + counter -> sealed fragments: the one place the edge builds a ``link.frame.Frame``.
+
+Called by the outbox inside the transaction that allocates ``counter`` (see ``edge.outbox``).
+The semantic score stored beside the fragments is the share of grid positions kept because a
+detected object covers them; the outbox's ``keep-semantic`` policy drops low scores first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .outbox import Packed
+
+log = logging.getLogger(__name__)
+
+PackFn = Callable[..., Sequence[bytes]]  # link.packet.pack(frame, *, mtu, sealer) -> list[bytes]
+
+
+class LinkPacker:
+    def __init__(self, device_id: int, mtu: int, sealer: Any, pack: PackFn | None = None) -> None:
+        if pack is None:
+            from link.packet import pack as link_pack
+
+            pack = link_pack
+        self.device_id, self.mtu, self.sealer, self._pack = device_id, mtu, sealer, pack
+
+    def __call__(self, selection: Any, counter: int, capture_ms: int) -> Packed:
+        from link.frame import Frame
+
+        frame = Frame(
+            device_id=self.device_id, counter=counter, capture_ms=capture_ms,
+            width=selection.width, height=selection.height, tokenizer_id=selection.tokenizer_id,
+            grid_h=selection.grid_h, grid_w=selection.grid_w, kept=selection.kept, indices=selection.indices,
+        )  # fmt: skip
+        fragments = self._pack(frame, mtu=self.mtu, sealer=self.sealer)
+        return Packed(list(fragments), semantic_score(selection))
+
+
+def semantic_score(selection: Any) -> float:
+    positions = max(1, int(selection.grid_h) * int(selection.grid_w))
+    return float(getattr(selection, "n_semantic", 0)) / positions
+
+
+def load_sealer(key_file: Path, device_id: int, tag_len: int) -> Any:
+    """This device's ``link.security.Sealer``; warns when the key file is readable by others."""
+    from link.security import Sealer, load_key
+
+    try:
+        mode = os.stat(key_file).st_mode
+    except OSError as exc:
+        raise ValueError(f"{key_file}: cannot read key ({exc.strerror})") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("key file %s is accessible to group/others (mode %o); chmod 600 it", key_file, mode & 0o777)
+    return Sealer(load_key(key_file), device_id, tag_len=tag_len)

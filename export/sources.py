@@ -1,0 +1,99 @@
+"""The torch side of an export: which module each exported model wraps, and its weights' identity.
+
+A source is read from the bytes of its safetensors file in one go, so the sha256 that keys the
+cache is the sha256 of exactly the weights exported even while training rewrites the file.
+``--random-init`` builds the same architectures from a fixed seed (tests, CI without weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors
+from torch import nn
+
+from models.maskgit import MaskGIT, MaskGITConfig
+from models.registry import ModelNotFound, files_for
+from models.scorer import Scorer, ScorerConfig
+from models.tokenizer import DecoderExport, EncoderExport, TokenizerConfig, VQTokenizer
+
+SEED = 0
+MASKGIT_WINDOW = 16  # the cloud restores 16x16 token windows; the exported step is fixed to it
+RANDOM_MASKGIT = MaskGITConfig(depth=2, dim=64, heads=4)  # as models.codec.load_maskgit(random_init=True)
+
+# model name -> (registry file attribute, edge or cloud)
+WEIGHTS = {"encoder": "tokenizer", "decoder": "tokenizer", "scorer": "scorer", "maskgit": "maskgit"}
+KIND = {"encoder": "edge", "scorer": "edge", "segmenter": "edge", "decoder": "cloud", "maskgit": "cloud"}
+
+
+@dataclass
+class Source:
+    name: str
+    module: nn.Module  # what torch.onnx.export traces; eval mode
+    sha256: str
+    path: str | None  # None for --random-init
+    tokenizer: VQTokenizer | None = None  # encoder/decoder: for decoding in the validation report
+
+    @property
+    def random_init(self) -> bool:
+        return self.path is None
+
+
+def _metadata(blob: bytes) -> dict:
+    (n,) = struct.unpack("<Q", blob[:8])
+    meta = json.loads(blob[8 : 8 + n]).get("__metadata__", {}) or {}
+    return {k: json.loads(v) for k, v in meta.items()}
+
+
+def _read(weights: str, tokenizer_id: int, root: Path | None) -> tuple[dict, dict, str, str]:
+    path = files_for(tokenizer_id).path(weights, root)
+    if not path.is_file():
+        raise ModelNotFound(f"{weights} weights missing: {path} (train them, or pass --random-init)")
+    blob = path.read_bytes()
+    return load_safetensors(blob), _metadata(blob), hashlib.sha256(blob).hexdigest(), str(path)
+
+
+def _random_sha(name: str, config: object) -> str:
+    return hashlib.sha256(f"random-init seed={SEED} {name} {config!r} torch={torch.__version__}".encode()).hexdigest()
+
+
+def load_source(name: str, *, random_init: bool = False, tokenizer_id: int = 1, root: Path | None = None) -> Source:
+    """The eval-mode torch module behind exported model ``name`` and its weights' sha256."""
+    weights = WEIGHTS[name]
+    torch.manual_seed(SEED)
+    if random_init:
+        state, meta, sha, path = None, {}, "", None
+    else:
+        state, meta, sha, path = _read(weights, tokenizer_id, root)
+    if weights == "tokenizer":
+        tok_cfg = TokenizerConfig.from_dict(meta["config"]) if meta else TokenizerConfig()
+        tok = VQTokenizer(tok_cfg)
+        if state is not None:
+            tok.load_state_dict(state)
+        tok.eval()
+        module: nn.Module = EncoderExport(tok) if name == "encoder" else DecoderExport(tok)
+        return Source(name, module.eval(), sha or _random_sha(weights, tok_cfg), path, tok)
+    if weights == "scorer":
+        s_cfg = ScorerConfig.from_dict(meta["config"]) if meta else ScorerConfig()
+        scorer = Scorer(s_cfg)
+        if state is not None:
+            scorer.load_state_dict(state)
+        return Source(name, scorer.eval(), sha or _random_sha(weights, s_cfg), path)
+    m_cfg = MaskGITConfig.from_dict(meta["config"]) if meta else RANDOM_MASKGIT
+    mg = MaskGIT(m_cfg)
+    if state is not None:
+        mg.load_state_dict(state)
+    return Source(name, mg.eval(), sha or _random_sha(weights, m_cfg), path)
+
+
+def codebook_size(source: Source) -> int:
+    if source.tokenizer is not None:
+        return source.tokenizer.cfg.codebook_size
+    if isinstance(source.module, MaskGIT):
+        return source.module.cfg.codebook_size
+    raise ValueError(f"{source.name} has no codebook")

@@ -1,0 +1,140 @@
+"""What the link carries: a ``Frame`` (edge side) and a ``ReceivedFrame`` (cloud side).
+
+A frame is the token grid of one picture after selection: the kept/masked map and the codebook
+indices of the kept tokens in row-major order of kept positions. ``ReceivedFrame`` adds what the
+channel did to it: ``lost`` marks positions whose fragment never arrived; the cloud regenerates
+those together with the masked ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from link.errors import InvalidFrame
+from link.tokenizers import get_tokenizer
+
+U32 = 0xFFFF_FFFF
+MAX_CAPTURE_MS = (1 << 48) - 1  # 48-bit unix milliseconds: good until the year 10889
+MAX_GRID = 255  # grid sides are one byte on the wire
+MAX_IMAGE = 0xFFFF
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= int(value) <= hi:
+        raise InvalidFrame(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+@dataclass(eq=False)
+class Frame:
+    device_id: int
+    counter: int
+    capture_ms: int
+    width: int
+    height: int
+    tokenizer_id: int
+    grid_h: int
+    grid_w: int
+    kept: np.ndarray
+    indices: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_int("device_id", self.device_id, 0, U32)
+        _check_int("counter", self.counter, 0, U32)
+        _check_int("capture_ms", self.capture_ms, 0, MAX_CAPTURE_MS)
+        _check_int("width", self.width, 1, MAX_IMAGE)
+        _check_int("height", self.height, 1, MAX_IMAGE)
+        spec = get_tokenizer(self.tokenizer_id)
+        _check_int("grid_h", self.grid_h, 1, MAX_GRID)
+        _check_int("grid_w", self.grid_w, 1, MAX_GRID)
+        kept = np.asarray(self.kept)
+        if kept.dtype != np.bool_ or kept.shape != (self.grid_h, self.grid_w):
+            raise InvalidFrame(
+                f"kept must be a bool array of shape ({self.grid_h}, {self.grid_w}), got {kept.dtype} {kept.shape}"
+            )
+        indices = np.asarray(self.indices)
+        if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "ui"):
+            raise InvalidFrame(f"indices must be a 1-d integer array, got {indices.dtype} {indices.shape}")
+        n_kept = int(kept.sum())
+        if indices.size != n_kept:
+            raise InvalidFrame(f"{n_kept} kept positions but {indices.size} indices")
+        if indices.size and (indices.min() < 0 or indices.max() >= spec.codebook_size):
+            raise InvalidFrame(f"indices must lie in [0, {spec.codebook_size}) for tokenizer {spec.name}")
+        self.kept = kept
+        self.indices = indices.astype(np.int64)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return (
+            self.header_tuple() == other.header_tuple()
+            and np.array_equal(self.kept, other.kept)
+            and np.array_equal(self.indices, other.indices)
+        )
+
+    def header_tuple(self) -> tuple[int, ...]:
+        return (self.device_id, self.counter, self.capture_ms, self.width, self.height,
+                self.tokenizer_id, self.grid_h, self.grid_w)
+
+    @property
+    def n_positions(self) -> int:
+        return self.grid_h * self.grid_w
+
+    def index_grid(self) -> np.ndarray:
+        """(grid_h, grid_w) int64 grid of indices, -1 where masked."""
+        grid = np.full(self.kept.shape, -1, dtype=np.int64)
+        grid[self.kept] = self.indices
+        return grid
+
+    @classmethod
+    def from_index_grid(cls, grid: np.ndarray, kept: np.ndarray, **header: int) -> Frame:
+        """Build a frame from a full index grid and a kept map (the edge's natural form)."""
+        kept = np.asarray(kept, dtype=bool)
+        grid = np.asarray(grid)
+        return cls(kept=kept, indices=grid[kept], grid_h=kept.shape[0], grid_w=kept.shape[1], **header)
+
+
+@dataclass(eq=False)
+class ReceivedFrame:
+    """A frame as the cloud got it. ``kept`` is False and ``lost`` True where a fragment is missing.
+
+    ``capture_ms`` is None when the first fragment (which carries the capture time and image
+    size) was lost; width and height then fall back to the grid times the tokenizer factor.
+    ``fragments_total`` is exact when ``complete``; otherwise it is fragments received plus the
+    number of lost gaps, a lower bound (fragments carry slices, not a count, to save header bytes).
+    """
+
+    device_id: int
+    counter: int
+    capture_ms: int | None
+    width: int
+    height: int
+    tokenizer_id: int
+    grid_h: int
+    grid_w: int
+    kept: np.ndarray
+    indices: np.ndarray
+    lost: np.ndarray
+    fragments_received: int
+    fragments_total: int
+    complete: bool
+    wire_bytes: int = 0
+    first_seen: float = field(default=0.0, compare=False)
+
+    def index_grid(self) -> np.ndarray:
+        """(grid_h, grid_w) int64 grid: the index where known, -1 where masked or lost."""
+        grid = np.full(self.kept.shape, -1, dtype=np.int64)
+        grid[self.kept] = self.indices
+        return grid
+
+    @property
+    def lost_fraction(self) -> float:
+        return float(self.lost.mean())
+
+    def to_frame(self) -> Frame:
+        """The sent Frame; only meaningful when ``complete`` (InvalidFrame otherwise)."""
+        if not self.complete or self.capture_ms is None:
+            raise InvalidFrame("frame is incomplete; positions were lost")
+        return Frame(self.device_id, self.counter, self.capture_ms, self.width, self.height,
+                     self.tokenizer_id, self.grid_h, self.grid_w, self.kept, self.indices)
