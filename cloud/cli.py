@@ -54,7 +54,7 @@ def check(cfg: cloud_config.CloudConfig) -> list[str]:
 
 
 def start_dashboard(cfg: cloud_config.CloudConfig, store: object, stop: threading.Event) -> threading.Thread | None:
-    """Run ``cloud.dashboard.serve(cfg, store, stop)`` in a thread if that package exists."""
+    """Run ``cloud.dashboard.serve_dashboard(store, host, port, stop)`` in a thread if that package exists."""
     if not cfg.dashboard.enabled:
         return None
     try:
@@ -62,8 +62,9 @@ def start_dashboard(cfg: cloud_config.CloudConfig, store: object, stop: threadin
     except ImportError as exc:
         log.info("dashboard not started (%s)", exc)
         return None
-    thread = threading.Thread(target=dashboard.serve, args=(cfg, store, stop), name="tokencast-dashboard",
-                              daemon=True)
+    thread = threading.Thread(target=dashboard.serve_dashboard,
+                              args=(store, cfg.dashboard.host, cfg.dashboard.port, stop),
+                              name="tokencast-dashboard", daemon=True)
     thread.start()
     return thread
 

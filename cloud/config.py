@@ -25,6 +25,9 @@ class BrokerConfig:
     port: int = 1883
     client_id: str = ""  # empty: tokencast-cloud-<host>; keep it stable so a restart resumes the session
     group: str = "tokencast"  # shared-subscription group: workers in one group split the uplink
+    # false: one worker on a plain persistent subscription, which (unlike a shared one on
+    # Mosquitto 2.0.11) survives a broker restart; see link/README.md "MQTT"
+    shared: bool = True
     topic_prefix: str = "tokencast"
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
@@ -49,7 +52,7 @@ class BrokerConfig:
     def to_mqtt(self) -> MqttConfig:
         return MqttConfig(
             role="consumer", host=self.host, port=self.port, client_id=self.effective_client_id(),
-            group=self.group, topic_prefix=self.topic_prefix, keepalive_s=self.keepalive_s,
+            group=self.group, shared=self.shared, topic_prefix=self.topic_prefix, keepalive_s=self.keepalive_s,
             session_expiry_s=self.session_expiry_s, max_inflight=self.max_inflight,
             username=self.username, password=self.password, password_file=self.password_file,
             tls=self.tls, ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file,

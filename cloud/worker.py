@@ -39,7 +39,7 @@ from cloud.metrics import Metrics
 from cloud.restoring import Codec, restore_batch
 from cloud.store import FrameRecord, StagedFragment, Store, StoreError, make_store
 from link.entropy import PriorCode
-from link.errors import LinkError, MalformedPacket, ReplayRejected, UnknownTokenizer
+from link.errors import LimitExceeded, LinkError, MalformedPacket, ReplayRejected, UnknownTokenizer
 from link.framing import join_frames
 from link.header import parse_header
 from link.packet import open_fragment
@@ -175,6 +175,13 @@ class Worker:
         if h.tokenizer_id not in self.codecs:
             raise UnknownTokenizer(f"tokenizer id {h.tokenizer_id} has no model in this worker; "
                                    f"loaded: {sorted(self.codecs)}")
+        factor = get_tokenizer(h.tokenizer_id).factor
+        if h.info and (h.width > h.grid_w * factor or h.height > h.grid_h * factor):  # type: ignore[operator]
+            # the edge pads the picture up to whole tokens, so the image is never larger than its
+            # grid; a claim of 65535x65535 would make the decoder allocate tens of gigabytes
+            raise LimitExceeded(f"device {h.device_id} counter {h.counter}: image {h.width}x{h.height} is larger "
+                                f"than its {h.grid_h}x{h.grid_w} grid decodes to "
+                                f"({h.grid_w * factor}x{h.grid_h * factor})")
         try:
             self.replay.check(h.device_id, h.counter)
         except ReplayRejected:

@@ -18,7 +18,7 @@ from .outbox import Packed
 
 log = logging.getLogger(__name__)
 
-PackFn = Callable[..., Sequence[bytes]]  # link.packet.pack(frame, *, mtu, sealer) -> list[bytes]
+PackFn = Callable[..., Sequence[bytes]]  # link.packet.pack(frame, *, mtu, sealer, prior) -> list[bytes]
 
 
 class LinkPacker:
@@ -37,7 +37,10 @@ class LinkPacker:
             width=selection.width, height=selection.height, tokenizer_id=selection.tokenizer_id,
             grid_h=selection.grid_h, grid_w=selection.grid_w, kept=selection.kept, indices=selection.indices,
         )  # fmt: skip
-        fragments = self._pack(frame, mtu=self.mtu, sealer=self.sealer)
+        from link.entropy import default_prior
+
+        # The same shipped prior the pipeline sized the packet with, so the budget holds exactly.
+        fragments = self._pack(frame, mtu=self.mtu, sealer=self.sealer, prior=default_prior(frame.tokenizer_id))
         return Packed(list(fragments), semantic_score(selection))
 
 

@@ -92,7 +92,10 @@ CostFactory = Callable[[int, int, str], SizeFn]
 def link_cost_fn(width: int, height: int, unit: str, tokenizer_id: int, packet: PacketConfig) -> SizeFn:
     """Exact packet cost from the link's planner: total bytes (``wire_size``), or the LoRa airtime
     of the fragments ``pack`` would send, one packet each, at ``packet.radio``."""
+    from link.entropy import default_prior
     from link.packet import plan, wire_size
+
+    prior = default_prior(tokenizer_id)
 
     def frame(kept: np.ndarray, indices: np.ndarray) -> Frame:
         return Frame(0, 0, 0, width, height, tokenizer_id, kept.shape[0], kept.shape[1], kept, indices)
@@ -101,8 +104,10 @@ def link_cost_fn(width: int, height: int, unit: str, tokenizer_id: int, packet: 
         if packet.mtu > packet.radio.mtu:
             raise ValueError(f"packet.mtu {packet.mtu} exceeds the radio profile's mtu {packet.radio.mtu}")
         toa = packet.radio.time_on_air_s
-        return lambda k, i: sum(toa(p.size) for p in plan(frame(k, i), mtu=packet.mtu, tag_len=packet.tag_len))
-    return lambda k, i: wire_size(frame(k, i), mtu=packet.mtu, tag_len=packet.tag_len)
+        return lambda k, i: sum(
+            toa(p.size) for p in plan(frame(k, i), mtu=packet.mtu, tag_len=packet.tag_len, prior=prior)
+        )
+    return lambda k, i: wire_size(frame(k, i), mtu=packet.mtu, tag_len=packet.tag_len, prior=prior)
 
 
 class EdgePipeline:

@@ -83,7 +83,10 @@ def _export(subject: Subject, precision: str, path: Path, opts: Options,
         onnx.save(model, str(path))
         return kept
     tails = ["indices"] if code_picking else ["output0"] if subject.seg is not None else []
-    return int8.to_int8(fp32_path, path, feeds, exclude_tails_of=tails)
+    target = None
+    if code_picking:
+        target = int8.CodeTarget("indices", validate.THRESHOLDS[("encoder", "int8")][1])
+    return int8.to_int8(fp32_path, path, feeds, exclude_tails_of=tails, code_target=target)
 
 
 def _accuracy(subject: Subject, path: Path, opts: Options, feeds: Sequence[validate.Feed]) -> dict[str, float]:

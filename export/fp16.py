@@ -23,6 +23,23 @@ FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 FLOAT32_OPS = ("ArgMax",)
 
 
+def retarget_casts(model: onnx.ModelProto) -> int:
+    """Point Casts the converter retyped to float16 (output value_info) but left ``to=FLOAT`` at float16.
+
+    Such Casts come from shape arithmetic (attention's 1/sqrt(head_dim) scale); ONNX Runtime
+    rejects the mismatch at load. Returns how many were fixed.
+    """
+    fp16_values = {v.name for v in model.graph.value_info
+                   if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    fixed = 0
+    for n in model.graph.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i == onnx.TensorProto.FLOAT and n.output[0] in fp16_values:
+                a.i = onnx.TensorProto.FLOAT16
+                fixed += 1
+    return fixed
+
+
 def blocked_nodes(model: onnx.ModelProto, float32_tails: bool) -> list[str]:
     """Nodes kept in float32: ArgMax everywhere, and the post-conv tail for graphs that pick codes."""
     names = [n.name for n in model.graph.node if n.op_type in FLOAT32_OPS]
@@ -70,6 +87,7 @@ def to_fp16(model: onnx.ModelProto, *, float32_tails: bool = False) -> tuple[onn
             model, keep_io_types=True, max_finite_val=FP16_MAX,
             op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(FLOAT32_OPS)), node_block_list=blocked,
         )
+    retarget_casts(out)
     after = {i.name: i for i in out.graph.initializer}
     for name, arr in before.items():
         got = after.get(name)

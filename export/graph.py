@@ -40,15 +40,24 @@ def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in model.graph.node for out in node.output}
 
 
-def tail_nodes(model: onnx.ModelProto, outputs: Iterable[str], stop_ops: Iterable[str] = ("Conv",)) -> list[str]:
-    """Names of the nodes between the last ``stop_ops`` node and ``outputs``, in graph order."""
+def tail_nodes(model: onnx.ModelProto, outputs: Iterable[str], stop_ops: Iterable[str] = ("Conv",), *,
+               include_stop: bool = False) -> list[str]:
+    """Names of the nodes between the last ``stop_ops`` node and ``outputs``, in graph order.
+
+    ``include_stop`` adds the ``stop_ops`` nodes the walk ends on (for the encoder: the 1x1
+    projection to the code dimension, whose output direction *is* the token).
+    """
     stop = set(stop_ops)
     made_by = producers(model)
     seen: set[str] = set()
     todo = list(outputs)
     while todo:
         node = made_by.get(todo.pop())
-        if node is None or node.op_type in stop or node.name in seen:
+        if node is None or node.name in seen:
+            continue
+        if node.op_type in stop:
+            if include_stop:
+                seen.add(node.name)
             continue
         seen.add(node.name)
         todo.extend(i for i in node.input if i)

@@ -70,6 +70,12 @@ def export_onnx(source: Source, path: Path, size: tuple[int, int], *, opset: int
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     model = onnx.load_from_string(buf.getvalue())
+    if source.name != "maskgit":
+        # the batch of one is part of the contract; the tracer leaves output batch dims symbolic
+        for out in model.graph.output:
+            dim0 = out.type.tensor_type.shape.dim[0]
+            if not dim0.HasField("dim_value"):
+                dim0.dim_value = 1
     model.producer_name = "tokencast-export"
     model.producer_version = "1"  # fixed, so the bytes do not depend on the torch version string
     onnx.checker.check_model(model)

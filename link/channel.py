@@ -75,7 +75,7 @@ class Channel(abc.ABC):
     def transmit(self, fragments: Sequence[bytes]) -> list[bytes]:
         """The fragments that arrive, in order."""
         mask = self.lost(fragments)
-        return [f for f, gone in zip(fragments, mask) if not gone]
+        return [f for f, gone in zip(fragments, mask, strict=True) if not gone]
 
 
 class NoChannel(Channel):

@@ -39,7 +39,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError("file not found", str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # tomllib decodes UTF-8 itself
         raise ConfigError(f"not valid TOML ({exc})", str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read ({exc.strerror})", str(path)) from None
@@ -78,7 +78,7 @@ def _convert(tp: Any, value: Any, key: str, source: str | None) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"expected {len(args)} items, got {len(value)}", source, key)
-            return tuple(_convert(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(_convert(a, v, f"{key}[{i}]", source) for i, (a, v) in enumerate(zip(args, value, strict=False)))
         inner = args[0] if args else Any
         items = [_convert(inner, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items

@@ -10,6 +10,7 @@ termination, which at a 51-byte MTU is more than Huffman's redundancy on a VQ co
 
 from __future__ import annotations
 
+import functools
 import heapq
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from link.errors import MalformedPacket
 from link.framing import crc16
-from link.tokenizers import TokenizerSpec
+from link.tokenizers import TokenizerSpec, get_tokenizer, load_prior
 
 MAX_CODE_LEN = 24
 MAX_EG_ZEROS = 24  # longest exp-Golomb prefix a decoder accepts (runs are < 2**16)
@@ -182,3 +183,15 @@ class PriorCode:
             else:
                 raise MalformedPacket("invalid Huffman code")
         return out, pos
+
+
+@functools.lru_cache(maxsize=16)
+def default_prior(tokenizer_id: int) -> PriorCode | None:
+    """The code built from the prior shipped for ``tokenizer_id`` (or $TOKENCAST_PRIOR_DIR), or None.
+
+    Edge and cloud both call this by default, so a stock install codes and decodes with the
+    same table; cached because building the Huffman code takes a few milliseconds.
+    """
+    spec = get_tokenizer(tokenizer_id)
+    counts = load_prior(spec)
+    return None if counts is None else PriorCode.from_counts(spec, counts)

@@ -33,14 +33,14 @@ from link.entropy import PriorCode, bits_uint, eg_bits, eg_read, read_uint, uint
 from link.errors import AuthenticationFailed, InvalidFrame, LimitExceeded, MalformedPacket, PriorMismatch
 from link.frame import Frame
 from link.header import (
+    FIXED_LEN,
     INDEX_PRIOR,
     INDEX_RAW,
+    INFO_LEN,
     MASK_ALL,
     MASK_NONE,
     MASK_RAW,
     MASK_RUNS,
-    FIXED_LEN,
-    INFO_LEN,
     FragmentHeader,
     parse_header,
 )

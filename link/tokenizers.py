@@ -48,10 +48,15 @@ def get_tokenizer(tokenizer_id: int) -> TokenizerSpec:
         raise UnknownTokenizer(f"unknown tokenizer id {tokenizer_id!r}; known ids are {valid}") from None
 
 
+# Priors are part of the wire contract (both ends must code with the same table), so the ones
+# for our own tokenizers ship inside this package rather than beside the model weights.
+SHIPPED_PRIOR_DIR = Path(__file__).resolve().parent / "priors"
+
+
 def prior_path(spec: TokenizerSpec, directory: str | Path | None = None) -> Path | None:
-    """Where ``<name>.prior.npy`` would be: ``directory``, else $TOKENCAST_PRIOR_DIR, else None."""
+    """Where ``<name>.prior.npy`` is: ``directory``, else $TOKENCAST_PRIOR_DIR, else the shipped one."""
     base = directory if directory is not None else os.environ.get(PRIOR_DIR_ENV)
-    return Path(base) / f"{spec.name}.prior.npy" if base else None
+    return Path(base or SHIPPED_PRIOR_DIR) / f"{spec.name}.prior.npy"
 
 
 def load_prior(spec: TokenizerSpec, directory: str | Path | None = None) -> np.ndarray | None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 WORK_DIR = CHECKPOINT_DIR / ".work"

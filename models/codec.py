@@ -68,7 +68,8 @@ class TokenCodec:
         tok = load_tokenizer(tokenizer_id, str(dev), random_init)
         mg = load_maskgit(tokenizer_id, str(dev), random_init)
         log.info("loaded tokenizer %d (%s) on %s", tokenizer_id, "random init" if random_init else "shipped", dev)
-        return cls(tok, Restorer(mg, restore, dev), tokenizer_id)
+        codebook = tok.quantizer.normalized_codebook().detach()
+        return cls(tok, Restorer(mg, restore, dev, codebook=codebook), tokenizer_id)
 
     @property
     def factor(self) -> int:

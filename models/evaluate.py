@@ -22,6 +22,7 @@ from models.codec import TokenCodec
 from models.data import list_images, load_rgb
 from models.masks import dispersed_known
 from models.metrics import psnr
+from models.restore import RestoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=8, help="restore steps")
+    p.add_argument("--pick", choices=["argmax", "mmse"], default="mmse", help="how a restored token is chosen")
     p.add_argument("--random-init", action="store_true", help="untrained weights (for tests)")
     return p
 
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"tokencast models eval: no images in {args.images}", file=sys.stderr)
         return 2
-    codec = TokenCodec.load(device=args.device, random_init=args.random_init)
+    codec = TokenCodec.load(device=args.device, random_init=args.random_init,
+                            restore=RestoreConfig(steps=args.steps, pick=args.pick))
     records = []
     for path in tqdm(paths, desc="models eval", file=sys.stderr):
         try:

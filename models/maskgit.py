@@ -70,6 +70,20 @@ class MaskGIT(nn.Module):
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.codebook_size)
 
+    @torch.no_grad()
+    def init_from_codebook(self, codebook: torch.Tensor, seed: int = 0) -> None:
+        """Start token embeddings and output weights from a random projection of the tokenizer's
+        code vectors, so tokens that look alike start alike: on two CPU cores the restorer sees
+        few steps, and this gives it the codebook's similarity structure for free."""
+        k, d = codebook.shape
+        if k != self.cfg.codebook_size:
+            raise ValueError(f"codebook has {k} entries, model expects {self.cfg.codebook_size}")
+        gen = torch.Generator().manual_seed(seed)
+        proj = torch.randn(d, self.cfg.dim, generator=gen) / d**0.5
+        emb = torch.nn.functional.normalize(codebook.float(), dim=1) @ proj
+        self.tok.weight[:k] = emb * (0.02 / emb.std())
+        self.head.weight.copy_(emb * (0.02 / emb.std()))
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         n, h, w = ids.shape
         if h > self.cfg.max_grid or w > self.cfg.max_grid:

@@ -60,15 +60,25 @@ def drop_runs(known: np.ndarray, rng: np.random.Generator, max_runs: int = 2) ->
     return flat.reshape(known.shape)
 
 
+def operating_ratio(rng: np.random.Generator) -> float:
+    """Masked fraction in the range the edge really sends (about 15% to 90% masked)."""
+    return float(0.15 + 0.75 * rng.random())
+
+
 def training_known(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw one training mask from the mixture of families."""
+    """Draw one training mask from the mixture of families.
+
+    Most draws use the masking ratios the edge actually sends; a fifth use MaskGIT's cosine
+    schedule so the early, nearly empty steps of restoration are also seen in training.
+    """
     u = rng.random()
-    if u < 0.45:
-        known = uniform_known(h, w, cosine_ratio(rng), rng)
+    ratio = cosine_ratio(rng) if rng.random() < 0.2 else operating_ratio(rng)
+    if u < 0.35:
+        known = uniform_known(h, w, ratio, rng)
     elif u < 0.75:
-        known = dispersed_known(h, w, 1 - cosine_ratio(rng) * 0.95, rng)
+        known = dispersed_known(h, w, 1 - ratio, rng)
     else:
-        known = object_known(h, w, 1 - cosine_ratio(rng) * 0.95, rng)
+        known = object_known(h, w, 1 - ratio, rng)
     if rng.random() < 0.1:
         known = drop_runs(known, rng)
     if known.all():

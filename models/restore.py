@@ -27,6 +27,10 @@ class RestoreConfig:
     window: int = 16
     overlap: int = 4
     max_tiles_per_batch: int = 64
+    # "argmax": the most likely token. "mmse": the codebook entry nearest the probability-weighted
+    # mean code, which minimises expected error in code space (and so, roughly, in pixels) when
+    # the model is unsure between similar-looking tokens. Needs the tokenizer's codebook.
+    pick: str = "mmse"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -35,6 +39,8 @@ class RestoreConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 <= self.overlap < self.window:
             raise ValueError(f"overlap must be in [0, window), got {self.overlap}")
+        if self.pick not in ("argmax", "mmse"):
+            raise ValueError(f"pick must be 'argmax' or 'mmse', got {self.pick!r}")
 
 
 def tile_starts(size: int, window: int, overlap: int) -> list[int]:
@@ -60,16 +66,22 @@ def owner_map(h: int, w: int, ys: list[int], xs: list[int], win_h: int, win_w: i
 class Restorer:
     """restore(indices, known) -> indices, batched over images and tiles."""
 
-    def __init__(self, model: MaskGIT, cfg: RestoreConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, model: MaskGIT, cfg: RestoreConfig | None = None, device: str | torch.device = "cpu",
+                 codebook: torch.Tensor | None = None):
         self.model = model.eval().to(device)
         self.cfg = cfg or RestoreConfig()
         self.device = torch.device(device)
+        # Unit-length code vectors (K, D) of the tokenizer, for the "mmse" pick.
+        self.codebook = None if codebook is None else torch.nn.functional.normalize(codebook.float(), dim=1).to(device)
         self.mask_id = model.cfg.mask_id
         if self.cfg.window > model.cfg.max_grid:
             raise ValueError(f"window {self.cfg.window} exceeds the model's max_grid {model.cfg.max_grid}")
 
     def _pick(self, logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.cfg.temperature == 0:
+            if self.cfg.pick == "mmse" and self.codebook is not None:
+                mean = torch.softmax(logits.float(), dim=-1) @ self.codebook
+                return (mean @ self.codebook.t()).argmax(dim=-1)
             return logits.argmax(dim=-1)
         logits = logits / self.cfg.temperature
         if self.cfg.top_k:
@@ -126,7 +138,7 @@ class Restorer:
     def _window_logits(self, ids: list[np.ndarray], plans: list[dict]) -> list[torch.Tensor]:
         """Per image, (h, w, K) logits assembled from its windows; windows of all images batched."""
         groups: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
-        for j, (g, p) in enumerate(zip(ids, plans)):
+        for j, p in enumerate(plans):
             for a, y in enumerate(p["ys"]):
                 for b, x in enumerate(p["xs"]):
                     groups.setdefault(p["win"], []).append((j, a * len(p["xs"]) + b, y, x))

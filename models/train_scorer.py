@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from models.checkpoints import CHECKPOINT_DIR, WORK_DIR, load_state, save_state, save_weights
 from models.codec import TokenCodec
-from models.data import load_folder
+from models.data import list_images, load_folder, load_rgb
 from models.masks import dispersed_known
 from models.scorer import Scorer, ScorerConfig
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--val-limit", type=int, default=12)
+    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training images (0: all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -95,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     cache = work / "targets.npz"
-    images = [pad8(im) for im in load_folder(args.train)]
+    paths = list_images(args.train)
+    if args.train_limit and args.train_limit < len(paths):
+        # Evenly spaced, so every source set (BSDS, Sun-Hays, Urban100) is represented.
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, args.train_limit).round().astype(int)]
+    images = [pad8(load_rgb(p)) for p in paths]
     if cache.exists():
         z = np.load(cache)
         targets = [z[f"t{i}"] for i in range(len(images))]

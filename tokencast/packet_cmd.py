@@ -70,7 +70,7 @@ def inspect(data: bytes, *, key_file: Path | None = None, device_id: int | None 
     can_open = opener is not None or all(h.tag_len == 0 for h in headers)
     report: dict[str, Any] = {"container": container, "fragments": [], "total_bytes": sum(map(len, raw))}
     decoded = []
-    for frag, h in zip(raw, headers):
+    for frag, h in zip(raw, headers, strict=True):
         entry: dict[str, Any] = {**h.as_dict(), "bytes": len(frag)}
         breakdown: dict[str, Any] = {"header": h.size, "payload": len(frag) - h.size - h.tag_len, "tag": h.tag_len}
         if can_open:

@@ -83,7 +83,8 @@ def folder_images(directory: Path, limit: int | None = None) -> list[DemoImage]:
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
     if not files:
         raise ImageInputError(f"{directory}: no images ({', '.join(EXTENSIONS)})")
-    out, taken = [], set()
+    out: list[DemoImage] = []
+    taken: set[str] = set()
     for path in files[:limit]:
         try:
             with Image.open(path) as im:

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent
 STATIC_FILES = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+           b'fill="#18202b"/><rect x="3" y="3" width="4" height="4" fill="#7fb0ff"/><rect x="9" y="9" width="4" '
+           b'height="4" fill="#7fb0ff"/></svg>')
 FRAME_FILES = {"image.png": ("image", "full"), "mask.png": ("mask", "full"),
                "thumb.jpg": ("image", "thumb"), "mask-thumb.jpg": ("mask", "thumb")}
 MAX_LIMIT = 200
@@ -185,6 +188,8 @@ class Dashboard:
     @staticmethod
     def static(request: Request) -> Response:
         name = request.path_params["name"]
+        if name == "favicon.svg":
+            return Response(FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
         if name not in STATIC_FILES:
             return Response("not found", status_code=404, media_type="text/plain")
         return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers={"cache-control": "no-cache"})

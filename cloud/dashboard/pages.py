@@ -54,6 +54,7 @@ def layout(title: str, body: str, *, quarantined: int = 0, active: str = "") -> 
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} · tokencast</title>"
+        '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="/static/dashboard.css">'
         '<script src="/static/dashboard.js" defer></script></head><body>'
         '<header><a class="brand" href="/">tokencast</a><nav>'

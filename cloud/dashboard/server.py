@@ -73,6 +73,18 @@ class DashboardServer:
 
 def serve_dashboard(store: Store, host: str, port: int, stop_event: threading.Event, *,
                     thumb_dir: Path | None = None, **app_kwargs: Any) -> None:
-    """Serve until ``stop_event`` is set (blocks; run it in a thread beside the worker)."""
-    with DashboardServer(store, host, port, thumb_dir=thumb_dir, **app_kwargs):
+    """Serve until ``stop_event`` is set (blocks; run it in a thread beside the worker).
+
+    A port that cannot be bound is logged and the function returns: the worker goes on without
+    its dashboard rather than dying with it.
+    """
+    try:
+        server = DashboardServer(store, host, port, thumb_dir=thumb_dir, **app_kwargs)
+    except OSError as exc:
+        log.error("dashboard not started: cannot listen on %s:%d (%s)", host, port, exc.strerror or exc)
+        return
+    with server:
+        if not server.wait_started():
+            log.error("dashboard on %s did not start", server.url)
+            return
         stop_event.wait()

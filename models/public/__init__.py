@@ -7,7 +7,8 @@ names matching the published state-dict keys so the weights load with ``strict=T
 
 Wire format: tokenizer id 16 in ``link.tokenizers.TOKENIZERS`` is "llamagen-vq-ds16-c2i"
 (codebook 16384, factor 16): frames carrying id 16 are LlamaGen VQ-16 indices, which
-"halton-maskgit-imagenet256" restores (16x16 token windows, i.e. 256x256 pixels).
+"halton-maskgit-imagenet256" restores (16x16 token windows, i.e. 256x256 pixels; its loader also
+reads the ImageNet_384_*.pth files, whose 24x24 position table it detects).
 
 =========================== ============================== ==========================================
 name                        file                           source

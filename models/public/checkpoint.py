@@ -13,6 +13,7 @@ one typed error naming the missing, unexpected and wrongly shaped keys.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pickle
 import re
 from collections.abc import Iterable
@@ -58,8 +59,11 @@ def read_state_dict(path: str | Path, containers: Iterable[str], *,
     containers = tuple(containers)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    # safe_globals arrived in torch 2.5; on older versions a file holding args is refused by name.
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    allowed = safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with allowed:
             obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
         refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
@@ -68,7 +72,7 @@ def read_state_dict(path: str | Path, containers: Iterable[str], *,
                 f"{path}: holds a pickled {refused.group(1)}, which weights-only loading refuses; "
                 "pass allow_pickle=True only if you trust where the file came from") from e
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e.__class__.__name__})") from e
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as e:
+    except Exception as e:  # a damaged file surfaces as almost any exception type from torch.load
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e.__class__.__name__}: {e})") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 
@@ -152,6 +153,32 @@ def test_worker_loop_on_a_loopback_link(cfg, codec, edges):
     store.close()
 
 
+def fill_to_the_brim(store) -> None:
+    """Cap the database at its current size (PRAGMA max_page_count), then use up the free space
+    of the tables the worker writes with rows of a dummy device 0 (removed by ``make_room``)."""
+    store.set_max_page_count(store._read("PRAGMA page_count")[0][0])
+    inserts = {
+        "staged": "INSERT INTO staged VALUES (0, ?, 0, randomblob(?))",
+        "frames": "INSERT INTO frames VALUES (0, ?, 0, 0, 0, 1, 8, 8, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, NULL, '', "
+                  "randomblob(?), '')",
+    }
+    i = 0
+    for sql in inserts.values():
+        for size in (2000, 200, 20, 1):
+            try:
+                while True:
+                    i += 1
+                    store._db.execute(sql, (i, size))
+            except sqlite3.OperationalError as exc:
+                assert "full" in str(exc)
+
+
+def make_room(store) -> None:
+    store._db.execute("DELETE FROM staged WHERE device_id = 0")
+    store._db.execute("DELETE FROM frames WHERE device_id = 0")
+    store.set_max_page_count(0)
+
+
 def test_disk_full_holds_the_ack_and_recovers_without_corruption(cfg, codec, edges):
     store = make_store(cfg.store)
     worker = Worker(cfg, store, {1: codec})
@@ -159,8 +186,7 @@ def test_disk_full_holds_the_ack_and_recovers_without_corruption(cfg, codec, edg
         for f in edges[1].fragments(c):
             worker.submit(f)
     assert len(worker.drain()) == 2
-    pages = store._read("PRAGMA page_count")[0][0]
-    store.set_max_page_count(pages)  # the "disk" is now full: any growth fails
+    fill_to_the_brim(store)  # the "disk" is now full: any growth fails
     acks = Acks()
     frags = [f for c in range(3, 9) for f in edges[2].fragments(c)]
     outcomes = worker.ingest([acks.delivery(i, f) for i, f in enumerate(frags)])
@@ -168,16 +194,16 @@ def test_disk_full_holds_the_ack_and_recovers_without_corruption(cfg, codec, edg
     assert worker.held == len(frags)
     assert worker.metrics.value("tokencast_store_errors_total", reason="disk_full") >= 1
     assert not worker.retry_held(force=True) and acks.acked == []  # still full
-    store.set_max_page_count(0)  # space freed
+    make_room(store)  # space freed
     assert worker.retry_held(force=True)
     assert sorted(acks.acked) == list(range(len(frags)))
     # full again while storing results: the batch fails cleanly, its claims are released
-    store.set_max_page_count(store._read("PRAGMA page_count")[0][0])
+    fill_to_the_brim(store)
     with pytest.raises(StoreFull):
         worker.process(force=True)
-    assert store.count_frames() == 2 and store.pending_frames() == 6
+    assert store.count_frames(2) == 0 and store.pending_frames() == 6
     assert not list((cfg.store.image_dir / "2").glob("*.png"))  # no orphan images
-    store.set_max_page_count(0)
+    make_room(store)
     assert len(worker.drain()) == 6
     assert store.count_frames() == 8 and store.integrity_ok()
     store.close()

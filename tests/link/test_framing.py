@@ -43,7 +43,7 @@ def test_cobs_round_trip(data):
     assert len(encode_frame(data)) <= max_encoded_len(len(data))
 
 
-@settings(max_examples=1500)
+@settings(max_examples=1000)
 @given(st.lists(st.binary(max_size=300), max_size=8), st.lists(st.integers(1, 64), min_size=1, max_size=40))
 def test_random_chunking(payloads, cuts):
     stream = join_frames(payloads)

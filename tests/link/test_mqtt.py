@@ -41,7 +41,7 @@ def test_shared_subscription_splits_without_loss(mosquitto):
     consumers = [MqttConsumer(cfg(mosquitto, role="consumer", client_id=f"worker-{i}", group="g")) for i in range(2)]
     sinks: list[list[bytes]] = [[], []]
     stop = threading.Event()
-    threads = [threading.Thread(target=collect, args=(c, s, stop)) for c, s in zip(consumers, sinks)]
+    threads = [threading.Thread(target=collect, args=(c, s, stop)) for c, s in zip(consumers, sinks, strict=False)]
     for t in threads:
         t.start()
     n = 200
@@ -111,7 +111,7 @@ def test_broker_restart_loses_nothing(mosquitto, shared):
         mosquitto.restart()
         producer.join(60)
         assert not producer.is_alive() and not errors, errors
-        ok = wait_for(lambda: len({bytes(p) for p in sink}) >= n, 30)
+        ok = wait_for(lambda: len({bytes(p) for p in sink}) >= n, 8 if shared else 30)
         missing = sorted(set(range(n)) - {int.from_bytes(p, 'big') for p in sink})
         assert ok, missing
     finally:

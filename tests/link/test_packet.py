@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from link.entropy import PriorCode
-from link.errors import AuthenticationFailed, InvalidFrame, LimitExceeded, LinkError, MalformedPacket, PriorMismatch
+from link.errors import (
+    AuthenticationFailed,
+    InvalidFrame,
+    LimitExceeded,
+    LinkError,
+    MalformedPacket,
+    PriorMismatch,
+)
 from link.frame import Frame
 from link.header import INFO_LEN, MASK_ALL, MASK_NONE, MASK_RUNS, parse_header
 from link.packet import open_fragment, pack, plan, wire_size
@@ -160,14 +167,14 @@ def test_wire_size_is_fast(frame_factory):
     """The edge binary-searches kept sets with wire_size; keep it in the low milliseconds."""
     frame = frame_factory(4)
     wire_size(frame, mtu=51)
-    best = min(_timed(lambda: wire_size(frame, mtu=51)) for _ in range(5))
-    assert best < 0.05  # ~2-5 ms on an idle core; generous for loaded CI machines
+    best = min(_cpu_time(lambda: wire_size(frame, mtu=51)) for _ in range(5))
+    assert best < 0.03  # ~3-5 ms of CPU on one core; CPU time, so a busy machine does not flake
 
 
-def _timed(fn) -> float:
-    t = time.perf_counter()
+def _cpu_time(fn) -> float:
+    t = time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 @st.composite
@@ -236,7 +243,7 @@ VALID = _valid_fragments()
 PRIORS = {1: prior_for()[0]}
 
 
-@settings(max_examples=3000)
+@settings(max_examples=2500)
 @given(st.sampled_from(VALID), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=4),
        st.integers(-4, 4))
 def test_fuzz_mutated_fragments(frag, edits, resize):

@@ -109,7 +109,7 @@ FRAMES = [pack(__import__("conftest").make_frame(30 + i, grid=(8, 12), counter=i
           for i in range(3)]
 
 
-@settings(max_examples=1500)
+@settings(max_examples=800)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40), st.integers(-1, 300), st.integers(0, 255)),
                 max_size=30),
        st.floats(0, 100))

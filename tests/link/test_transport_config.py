@@ -50,7 +50,7 @@ known_keys = st.sampled_from(["type", "loopback", "mqtt", "serial", "port", "hos
                               "baudrate", "url", "pace", "sf", "tls", "group", "password_file", "ca_file"])
 
 
-@settings(max_examples=1000)
+@settings(max_examples=600)
 @given(st.dictionaries(known_keys, toml_values | st.dictionaries(known_keys, toml_values, max_size=4), max_size=4))
 def test_fuzz_config_loader(data):
     try:

