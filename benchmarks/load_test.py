@@ -450,6 +450,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "phases": phases,
             "totals": {"sent": len(sent), "evicted_by_outbox_policy": len(evicted), "stored": len(stored_keys),
                        "stored_unique": len(set(stored_keys)), "lost": len(lost),
+                       # the outbox evicts its oldest frame, which may be half sent: that half arrives
+                       # and is stored as a partial frame, so it is counted here, not as lost
+                       "evicted_partly_sent": len(evicted & set(stored_keys)),
+                       "stored_never_sent": len(set(stored_keys) - sent),
                        "stored_twice": len(stored_keys) - len(set(stored_keys)),
                        "pngs": len(list((workdir / "store" / "frames").rglob("*.png"))),
                        "duplicates_dropped": sum(d.duplicates for d in store.list_devices()),

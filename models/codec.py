@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import torch
 
-from models.checkpoints import load_weights
+from models.checkpoints import load_weights, read_metadata
 from models.maskgit import MaskGIT, MaskGITConfig
 from models.registry import ModelNotFound, files_for
 from models.restore import RestoreConfig, Restorer
@@ -54,6 +54,16 @@ def load_maskgit(tokenizer_id: int = 1, device: str | None = None, random_init: 
     return model.eval().to(pick_device(device))
 
 
+def check_pair(tokenizer_id: int, tok: VQTokenizer) -> None:
+    """Refuse a restorer trained on another tokenizer's tokens: it would restore garbage quietly."""
+    from models.train_maskgit import encoder_fingerprint
+
+    expected = read_metadata(files_for(tokenizer_id).path("maskgit")).get("tokenizer_fingerprint")
+    actual = encoder_fingerprint(tok)
+    if expected is not None and expected != actual:
+        raise ModelNotFound(f"MaskGIT weights were trained on tokenizer {expected}, shipped tokenizer is {actual}")
+
+
 class TokenCodec:
     def __init__(self, tokenizer: VQTokenizer, restorer: Restorer, tokenizer_id: int = 1) -> None:
         self.tokenizer = tokenizer
@@ -68,6 +78,8 @@ class TokenCodec:
         tok = load_tokenizer(tokenizer_id, str(dev), random_init)
         mg = load_maskgit(tokenizer_id, str(dev), random_init)
         log.info("loaded tokenizer %d (%s) on %s", tokenizer_id, "random init" if random_init else "shipped", dev)
+        if not random_init:
+            check_pair(tokenizer_id, tok)
         codebook = tok.quantizer.normalized_codebook().detach()
         return cls(tok, Restorer(mg, restore, dev, codebook=codebook), tokenizer_id)
 

@@ -136,7 +136,7 @@ def test_publish_times_out_without_broker(mosquitto):
 
 
 def test_unreachable_broker_is_a_typed_error():
-    from conftest import free_port
+    from tests.conftest import free_port
 
     with pytest.raises(TransportError):
         MqttPublisher(MqttConfig(port=free_port(), connect_timeout_s=0.5))

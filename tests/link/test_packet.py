@@ -230,7 +230,7 @@ def test_fuzz_random_bytes(data):
 
 
 def _valid_fragments() -> list[bytes]:
-    from conftest import make_frame
+    from tests.conftest import make_frame
 
     code = prior_for()[0]
     out = [GOLDEN_CLEAR, *GOLDEN_SPLIT]

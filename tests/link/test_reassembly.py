@@ -105,7 +105,7 @@ def test_unpack_rejects_mixed_frames(frame_factory):
         unpack(sealed(a)[:1] + sealed(b)[1:2], opener(7))
 
 
-FRAMES = [pack(__import__("conftest").make_frame(30 + i, grid=(8, 12), counter=i + 1), mtu=60, sealer=None)
+FRAMES = [pack(__import__("tests.conftest", fromlist=["make_frame"]).make_frame(30 + i, grid=(8, 12), counter=i + 1), mtu=60, sealer=None)
           for i in range(3)]
 
 

@@ -29,7 +29,9 @@ def test_short_load_run_loses_nothing_and_overload_backlog_is_bounded(tmp_path):
     assert rc == 0
     assert result["host"] == "127.0.0.1"
     assert t["lost"] == 0 and t["stored_twice"] == 0 and t["worker_alive"]
-    assert t["stored"] == t["sent"] - t["evicted_by_outbox_policy"] and t["pngs"] == 2 * t["stored"]
+    assert t["stored_never_sent"] == 0
+    assert t["stored"] == t["sent"] - t["evicted_by_outbox_policy"] + t["evicted_partly_sent"]
+    assert t["pngs"] == 2 * t["stored"]
     assert t["end_worker_pending"] == 0 and t["rejects"] == {}
     over = phases["overload"]
     offered = over["offered_fps"] * over["seconds"]
