@@ -28,7 +28,7 @@ DEFAULT_SCORER = Path("models/checkpoints/scorer.onnx")
 class RecoverabilityConfig:
     scorer: Path | None = DEFAULT_SCORER  # None or a missing file: complexity only
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    scorer_weight: float = 0.7  # share of the learned difficulty in the fused priority
+    scorer_weight: float = 0.5  # share of the learned difficulty in the fused priority (see MODEL_CARD)
     require_scorer: bool = False  # true: a missing scorer file is an error, not a fallback
 
     def __post_init__(self) -> None:
