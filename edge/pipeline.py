@@ -34,7 +34,8 @@ from .segmenter import Instance, Segmenter, SegmenterConfig, create_segmenter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = Path("models/checkpoints/tc-vq-f8-k1024.encoder.onnx")
+# Shipped beside the models package (installed with every extra; only torch is left out).
+DEFAULT_ENCODER = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "tc-vq-f8-k1024.encoder.onnx"
 
 
 @dataclass

@@ -21,7 +21,7 @@ from .runtime.registry import BackendError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SCORER = Path("models/checkpoints/scorer.onnx")
+DEFAULT_SCORER = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "scorer.onnx"
 
 
 @dataclass
