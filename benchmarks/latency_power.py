@@ -34,6 +34,7 @@ from PIL import Image
 from edge.pipeline import DEFAULT_ENCODER, EdgePipeline, PipelineConfig
 from edge.runtime import RuntimeConfig
 from edge.sampler import BudgetConfig
+from link.entropy import default_prior
 from link.frame import Frame
 from link.lora import RadioProfile
 from link.packet import pack, plan
@@ -191,7 +192,7 @@ def link_budget(frames: list[Frame], mtu: int, tag_len: int, duty_cycle: float) 
         m = min(mtu, radio.mtu)
         sizes, toas, nfrag = [], [], []
         for f in frames:
-            p = plan(f, mtu=m, tag_len=tag_len)
+            p = plan(f, mtu=m, tag_len=tag_len, prior=default_prior(f.tokenizer_id))
             sizes.append(sum(s.size for s in p))
             toas.append(sum(radio.time_on_air_s(s.size) for s in p))
             nfrag.append(len(p))
@@ -218,7 +219,7 @@ def measure(pipe: EdgePipeline, images: list[np.ndarray], seconds: float, budget
         sel = pipe.select(im, budget)
         frame = Frame(1, n, 0, sel.width, sel.height, sel.tokenizer_id, sel.grid_h, sel.grid_w, sel.kept, sel.indices)
         tp = time.perf_counter()
-        pack(frame, mtu=mtu, sealer=sealer)
+        pack(frame, mtu=mtu, sealer=sealer, prior=default_prior(frame.tokenizer_id))
         end = time.perf_counter()
         for k, v in sel.timings.items():
             times.setdefault(k, []).append(v)

@@ -21,6 +21,7 @@ from edge.recoverability import Recoverability
 from edge.runtime import InferenceBackend, TensorSpec
 from edge.sampler import BudgetConfig, BudgetTooSmall, SizeFn
 from edge.segmenter import SegmenterConfig, create_segmenter
+from link.entropy import default_prior
 from link.frame import Frame
 from link.packet import pack
 from link.reassembly import unpack
@@ -118,7 +119,8 @@ def send(grid: np.ndarray, kept: np.ndarray, width: int, height: int, mtu: int =
     """Sealed fragments of one frame, as the edge puts them on the air."""
     frame = Frame.from_index_grid(grid, kept, device_id=DEVICE_ID, counter=1, capture_ms=0, width=width,
                                   height=height, tokenizer_id=tokenizer_id)
-    return Sent(pack(frame, mtu=mtu, sealer=Sealer(KEY, DEVICE_ID)), frame)
+    # The shipped prior, as the edge packer uses: the budget was sized with it.
+    return Sent(pack(frame, mtu=mtu, sealer=Sealer(KEY, DEVICE_ID), prior=default_prior(tokenizer_id)), frame)
 
 
 def receive(codec: TokenCodec, fragments: list[bytes], shape: tuple[int, int], width: int, height: int,
@@ -128,7 +130,8 @@ def receive(codec: TokenCodec, fragments: list[bytes], shape: tuple[int, int], w
     With every fragment lost there is nothing to reassemble: the restorer starts from an empty
     grid (it still produces a picture, a guess from nothing)."""
     if fragments:
-        rf = unpack(fragments, Opener(KeyStore({DEVICE_ID: KEY})))
+        prior = default_prior(1)
+        rf = unpack(fragments, Opener(KeyStore({DEVICE_ID: KEY})), priors={1: prior} if prior else None)
         grid, known, lost = rf.index_grid(), rf.kept, float(rf.lost.mean())
     else:
         grid, known, lost = np.zeros(shape, np.int64), np.zeros(shape, bool), 1.0
