@@ -16,4 +16,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "torch==${TOKENCAST_TORCH_VERSION:-2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[${extras}]"
+case ",${extras}," in
+  *,dev,*|*,bench,*) .venv/bin/python -m pip install -q --no-deps "piq==0.8.0" ;;
+esac
 echo "tokencast installed in .venv with extras [${extras}]"
