@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from link.config import load_config
+from link.config import load_config, resolve_path
 from link.transports.config import MqttConfig
 
 
@@ -153,13 +153,11 @@ def load(path: str | Path) -> CloudConfig:
     """Read ``cloud.toml``; relative paths in it resolve against the file's folder."""
     cfg = load_config(CloudConfig, path)
     base = Path(path).resolve().parent
-    cfg.security.keys_dir = _resolve(base, cfg.security.keys_dir)
+    cfg.security.keys_dir = resolve_path(base, cfg.security.keys_dir)
     if cfg.security.prior_dir is not None:
-        cfg.security.prior_dir = _resolve(base, cfg.security.prior_dir)
-    cfg.store.path = _resolve(base, cfg.store.path)
-    cfg.store.image_dir = _resolve(base, cfg.store.image_dir)
+        cfg.security.prior_dir = resolve_path(base, cfg.security.prior_dir)
+    cfg.store.path = resolve_path(base, cfg.store.path)
+    cfg.store.image_dir = resolve_path(base, cfg.store.image_dir)
     return cfg
 
 
-def _resolve(base: Path, p: Path) -> Path:
-    return p if p.is_absolute() else base / p

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from link.config import ConfigError, from_dict, read_toml
+from link.config import ConfigError, from_dict, read_toml, resolve_path
 from link.transports.config import TransportConfig
 
 from .capture import CaptureConfig
@@ -77,8 +77,6 @@ class EdgeConfig:
         return bad
 
 
-def _resolve(base: Path, path: Path) -> Path:
-    return path if path.is_absolute() or not str(path) else base / path
 
 
 def load_edge_config(path: str | Path) -> EdgeConfig:
@@ -90,8 +88,8 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
         key, message = bad[0]
         raise ConfigError(message, str(path), key)
     base = path.resolve().parent
-    cfg.device.key_file = _resolve(base, cfg.device.key_file)
-    cfg.outbox.path = _resolve(base, cfg.outbox.path)
+    cfg.device.key_file = resolve_path(base, cfg.device.key_file)
+    cfg.outbox.path = resolve_path(base, cfg.outbox.path)
     if cfg.capture.images.path:
-        cfg.capture.images.path = str(_resolve(base, Path(cfg.capture.images.path)))
+        cfg.capture.images.path = str(resolve_path(base, Path(cfg.capture.images.path)))
     return cfg

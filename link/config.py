@@ -138,3 +138,8 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str | None = None, pre
 def load_config(cls: type[T], path: str | Path) -> T:
     """Read ``path`` and build ``cls`` from it, naming the file in every error."""
     return from_dict(cls, read_toml(path), str(path))
+
+
+def resolve_path(base: Path, path: Path) -> Path:
+    """A path from a config file, taken relative to that file's folder unless absolute (or empty)."""
+    return path if path.is_absolute() or not str(path) else base / path
