@@ -177,6 +177,11 @@ class NullCodec:
     def decode(self, grids: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
         return [np.full((h, w, 3), int(g.mean()) % 256, np.uint8) for g, (h, w) in zip(grids, sizes, strict=True)]
 
+    def reconstruct(self, grids: list[np.ndarray], known: list[np.ndarray], sizes: list[tuple[int, int]],
+                    seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        tokens = self.restore(grids, known, seed)
+        return tokens, self.decode(tokens, sizes)
+
 
 def serve_null_worker(toml: str | Path) -> int:
     """``tokencast cloud serve`` with every codec replaced by ``NullCodec`` (the rest is the real worker)."""

@@ -135,13 +135,12 @@ def receive(codec: TokenCodec, fragments: list[bytes], shape: tuple[int, int], w
         grid, known, lost = rf.index_grid(), rf.kept, float(rf.lost.mean())
     else:
         grid, known, lost = np.zeros(shape, np.int64), np.zeros(shape, bool), 1.0
-    grid = np.where(known, grid, 0)
-    restored = codec.restore([grid], [known], seed=seed)[0] if not known.all() else grid
-    return codec.decode([restored], [(height, width)])[0], lost
+    return reconstruct(codec, grid, known, width, height, seed=seed), lost
 
 
 def reconstruct(codec: TokenCodec, grid: np.ndarray, kept: np.ndarray, width: int, height: int,
                 seed: int = 0) -> np.ndarray:
     """Image from a token grid where only ``kept`` is known (no channel)."""
-    restored = codec.restore([np.where(kept, grid, 0)], [kept], seed=seed)[0] if not kept.all() else grid
-    return codec.decode([restored], [(height, width)])[0]
+    if kept.all():
+        return codec.decode([grid], [(height, width)])[0]
+    return codec.reconstruct([np.where(kept, grid, 0)], [kept], [(height, width)], seed=seed)[1][0]

@@ -94,10 +94,15 @@ class RestoreSettings:
     steps: int = 8
     temperature: float = 0.0
     seed: int = 0
+    # Pixels of restored cells from the restorer's regressed code vectors ("reveal", "first") or
+    # from the restored tokens themselves ("tokens"); see models.restore.RestoreConfig.
+    latents: Literal["reveal", "first", "tokens"] = "reveal"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.temperature < 0:
             raise ValueError("steps must be >= 1 and temperature >= 0")
+        if self.latents not in ("reveal", "first", "tokens"):
+            raise ValueError(f"latents must be 'reveal', 'first' or 'tokens', got {self.latents!r}")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """One restore batch: received frames in, stored-ready records and PNGs out (no I/O here).
 
 Frames of one batch may come from many devices and carry different grids; they are grouped by
-tokenizer id and each group goes through its codec's ``restore`` and ``decode`` in one call, so
+tokenizer id and each group goes through its codec's ``reconstruct`` (restore, decode) in one call, so
 the transformer sees every window of every frame in one batch. Kept tokens are never changed
 (the codec guarantees it); masked and lost positions are both regenerated.
 """
@@ -23,9 +23,8 @@ from link.frame import ReceivedFrame
 class Codec(Protocol):
     """What the worker needs of ``models.codec.TokenCodec``."""
 
-    def restore(self, grids: list[np.ndarray], known: list[np.ndarray], seed: int = 0) -> list[np.ndarray]: ...
-
-    def decode(self, grids: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[np.ndarray]: ...
+    def reconstruct(self, grids: list[np.ndarray], known: list[np.ndarray], sizes: list[tuple[int, int]],
+                    seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]: ...
 
 
 @dataclass
@@ -60,8 +59,8 @@ def restore_batch(frames: list[ReceivedFrame], codecs: Mapping[int, Codec], *, s
         codec = codecs[tid]
         t0 = time.perf_counter()
         grids = [np.where(frames[i].kept, frames[i].index_grid(), 0) for i in idx]
-        tokens = codec.restore(grids, [frames[i].kept for i in idx], seed=seed)
-        images = codec.decode(tokens, [(frames[i].height, frames[i].width) for i in idx])
+        tokens, images = codec.reconstruct(grids, [frames[i].kept for i in idx],
+                                           [(frames[i].height, frames[i].width) for i in idx], seed=seed)
         per_frame_ms = (time.perf_counter() - t0) * 1000 / len(idx)  # the batch's cost, shared
         now = clock()
         for i, tok, img in zip(idx, tokens, images, strict=True):

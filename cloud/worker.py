@@ -115,7 +115,7 @@ def load_codecs(cfg: CloudConfig) -> dict[int, Codec]:
     from models.codec import TokenCodec
     from models.restore import RestoreConfig
 
-    rc = RestoreConfig(steps=cfg.restore.steps, temperature=cfg.restore.temperature)
+    rc = RestoreConfig(steps=cfg.restore.steps, temperature=cfg.restore.temperature, latents=cfg.restore.latents)
     return {tid: TokenCodec.load(tid, device=cfg.model.device, random_init=cfg.model.random_init, restore=rc)
             for tid in cfg.model.tokenizer_ids}
 

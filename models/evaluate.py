@@ -49,13 +49,16 @@ def evaluate_image(codec: TokenCodec, im: np.ndarray, ratios: list[float], seed:
     for r in ratios:
         known = dispersed_known(*grid.shape, 1.0 - r, rng)
         t0 = time.perf_counter()
-        restored = codec.restore([grid], [known], seed=seed)[0]
+        restored, latents = codec.restorer.restore_with_latents([grid], [known], seed=seed)
+        restored = restored[0]
         t_res = time.perf_counter() - t0
-        out = codec.decode([restored], [(h, w)])[0]
+        out = codec.decode_latents([restored], latents, [(h, w)])[0]
+        hard = codec.decode([restored], [(h, w)])[0]
         naive = codec.decode([naive_fill(grid, known)], [(h, w)])[0]
         rec["ratios"][f"{r:g}"] = {
             "masked_ratio": float(1 - known.mean()),
             "psnr_restored": psnr(im, out),
+            "psnr_restored_tokens": psnr(im, hard),
             "psnr_naive_fill": psnr(im, naive),
             "token_accuracy": float((restored[~known] == grid[~known]).mean()) if (~known).any() else 1.0,
             "restore_s": t_res,
@@ -72,7 +75,8 @@ def summarize(records: list[dict], ratios: list[float]) -> dict:
         key = f"{r:g}"
         vals = [x["ratios"][key] for x in records]
         s["ratios"][key] = {k: float(np.mean([v[k] for v in vals]))
-                            for k in ("psnr_restored", "psnr_naive_fill", "token_accuracy", "restore_s")}
+                            for k in ("psnr_restored", "psnr_restored_tokens", "psnr_naive_fill", "token_accuracy",
+                                      "restore_s")}
         s["ratios"][key]["loss_vs_all_tokens_db"] = s["psnr_all_tokens"] - s["ratios"][key]["psnr_restored"]
         s["ratios"][key]["gain_over_naive_db"] = (s["ratios"][key]["psnr_restored"]
                                                   - s["ratios"][key]["psnr_naive_fill"])
@@ -89,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=8, help="restore steps")
     p.add_argument("--pick", choices=["argmax", "mmse"], default="mmse", help="how a restored token is chosen")
+    p.add_argument("--latents", choices=["reveal", "first", "tokens"], default="reveal",
+                   help="pixels of restored cells from regressed code vectors or from the tokens")
     p.add_argument("--random-init", action="store_true", help="untrained weights (for tests)")
     return p
 
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tokencast models eval: no images in {args.images}", file=sys.stderr)
         return 2
     codec = TokenCodec.load(device=args.device, random_init=args.random_init,
-                            restore=RestoreConfig(steps=args.steps, pick=args.pick))
+                            restore=RestoreConfig(steps=args.steps, pick=args.pick, latents=args.latents))
     records = []
     for path in tqdm(paths, desc="models eval", file=sys.stderr):
         try:

@@ -24,6 +24,10 @@ class MaskGITConfig:
     mlp_ratio: float = 4.0
     max_grid: int = 32
     dropout: float = 0.0
+    # Size of the tokenizer's code vectors when the model also regresses them (0: no latent head).
+    # Token ids are what the link carries, but the decoder takes code vectors: where the model is
+    # unsure, the expected code vector decodes to fewer pixel errors than any single guessed token.
+    latent_dim: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +73,7 @@ class MaskGIT(nn.Module):
         self.blocks = nn.ModuleList([Block(c) for _ in range(c.depth)])
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.codebook_size)
+        self.latent_head = nn.Linear(c.dim, c.latent_dim) if c.latent_dim else None
 
     @torch.no_grad()
     def init_from_codebook(self, codebook: torch.Tensor, seed: int = 0) -> None:
@@ -85,6 +90,10 @@ class MaskGIT(nn.Module):
         self.head.weight.copy_(emb * (0.02 / emb.std()))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.forward_both(ids)[0]
+
+    def forward_both(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (N, h, w, K), predicted code vectors (N, h, w, latent_dim) or None)."""
         n, h, w = ids.shape
         if h > self.cfg.max_grid or w > self.cfg.max_grid:
             raise ValueError(f"window {h}x{w} exceeds max_grid {self.cfg.max_grid}; tile it")
@@ -92,7 +101,10 @@ class MaskGIT(nn.Module):
         x = self.drop(self.tok(ids.reshape(n, h * w)) + pos)
         for blk in self.blocks:
             x = blk(x)
-        return self.head(self.norm(x)).reshape(n, h, w, -1)
+        x = self.norm(x)
+        logits = self.head(x).reshape(n, h, w, -1)
+        latents = None if self.latent_head is None else self.latent_head(x).reshape(n, h, w, -1)
+        return logits, latents
 
 
 def masked_ce(logits: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:

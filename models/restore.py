@@ -31,6 +31,12 @@ class RestoreConfig:
     # mean code, which minimises expected error in code space (and so, roughly, in pixels) when
     # the model is unsure between similar-looking tokens. Needs the tokenizer's codebook.
     pick: str = "mmse"
+    # Pixels of restored cells: "reveal" decodes the code vector the model regressed for a cell in
+    # the pass that fixed its token (when the model has a latent head), "first" the one from the
+    # first pass (known tokens only), "tokens" the fixed token's own code vector. The regressed
+    # vector is the model's estimate of the mean code, which decodes to fewer pixel errors than
+    # any single guessed token; the token grid returned is the same either way.
+    latents: str = "reveal"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -41,6 +47,8 @@ class RestoreConfig:
             raise ValueError(f"overlap must be in [0, window), got {self.overlap}")
         if self.pick not in ("argmax", "mmse"):
             raise ValueError(f"pick must be 'argmax' or 'mmse', got {self.pick!r}")
+        if self.latents not in ("reveal", "first", "tokens"):
+            raise ValueError(f"latents must be 'reveal', 'first' or 'tokens', got {self.latents!r}")
 
 
 def tile_starts(size: int, window: int, overlap: int) -> list[int]:
@@ -90,9 +98,21 @@ class Restorer:
         probs = torch.softmax(logits.float().cpu(), dim=-1)
         return torch.multinomial(probs, 1, generator=gen).squeeze(-1).to(logits.device)
 
-    @torch.no_grad()
+    @property
+    def regresses_latents(self) -> bool:
+        # Models driven through an adapter (public checkpoints) have no latent head.
+        return getattr(self.model, "latent_head", None) is not None and self.cfg.latents != "tokens"
+
     def restore(self, grids: list[np.ndarray], known: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
         """Fill the unknown cells of each (h, w) int grid; cells where ``known`` is True are kept."""
+        return self.restore_with_latents(grids, known, seed)[0]
+
+    @torch.no_grad()
+    def restore_with_latents(self, grids: list[np.ndarray], known: list[np.ndarray],
+                             seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Restored token grids and, when the model regresses code vectors, a (h, w, D) float32
+        array per image holding its estimate at unknown cells (known cells: NaN, so a caller can
+        never mistake them for the true code)."""
         if len(grids) != len(known):
             raise ValueError("grids and known masks differ in number")
         cfg = self.cfg
@@ -108,48 +128,67 @@ class Restorer:
             plans.append({"order": order, "counts": counts, "done": 0, **self._tiling(*g.shape),
                           "gen": torch.Generator().manual_seed(seed * 1000003 + i)})
             cur.append(ids)
+        want_lat = self.regresses_latents
+        lats: list[np.ndarray | None] = [
+            np.full((*g.shape, self.model.cfg.latent_dim), np.nan, dtype=np.float32) if want_lat else None
+            for g in grids]
         n_steps = max((len(p["counts"]) for p in plans), default=0)
         for step in range(n_steps):
             active = [i for i, p in enumerate(plans) if step < len(p["counts"])]
-            logits = self._window_logits([cur[i] for i in active], [plans[i] for i in active])
-            for i, lg in zip(active, logits):
+            logits, latents = self._window_logits([cur[i] for i in active], [plans[i] for i in active])
+            for i, lg, lt in zip(active, logits, latents):
                 p = plans[i]
+                if step == 0 and lt is not None and self.cfg.latents == "first":
+                    unk = cur[i] == self.mask_id
+                    lats[i][unk] = lt.cpu().numpy()[unk]  # type: ignore[index]
                 sel = p["order"][p["done"] : p["done"] + p["counts"][step]]
                 p["done"] += len(sel)
                 ys, xs = np.divmod(sel, cur[i].shape[1])
                 picked = self._pick(lg[torch.from_numpy(ys), torch.from_numpy(xs)], p["gen"])
                 cur[i][ys, xs] = picked.cpu().numpy()
+                if lt is not None and self.cfg.latents == "reveal":
+                    lats[i][ys, xs] = lt[torch.from_numpy(ys), torch.from_numpy(xs)].cpu().numpy()  # type: ignore[index]
         out = []
         for g, k, c in zip(grids, known, cur):
             res = np.where(k.astype(bool), g, c).astype(np.int64)  # known cells are never overwritten
             out.append(res)
-        return out
+        return out, lats
 
     @torch.no_grad()
     def logits(self, ids: np.ndarray) -> torch.Tensor:
         """One model pass over a (h, w) grid holding ``mask_id`` at unknown cells -> (h, w, K)."""
-        return self._window_logits([np.asarray(ids, dtype=np.int64)], [self._tiling(*ids.shape)])[0]
+        return self._window_logits([np.asarray(ids, dtype=np.int64)], [self._tiling(*ids.shape)])[0][0]
 
     def _tiling(self, h: int, w: int) -> dict:
         wh, ww = min(self.cfg.window, h), min(self.cfg.window, w)
         ys, xs = tile_starts(h, wh, self.cfg.overlap), tile_starts(w, ww, self.cfg.overlap)
         return {"ys": ys, "xs": xs, "win": (wh, ww), "owner": owner_map(h, w, ys, xs, wh, ww)}
 
-    def _window_logits(self, ids: list[np.ndarray], plans: list[dict]) -> list[torch.Tensor]:
-        """Per image, (h, w, K) logits assembled from its windows; windows of all images batched."""
+    def _window_logits(self, ids: list[np.ndarray],
+                       plans: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Per image, (h, w, K) logits (and (h, w, D) regressed code vectors when the model has a
+        latent head) assembled from its windows; windows of all images batched."""
         groups: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
         for j, p in enumerate(plans):
             for a, y in enumerate(p["ys"]):
                 for b, x in enumerate(p["xs"]):
                     groups.setdefault(p["win"], []).append((j, a * len(p["xs"]) + b, y, x))
         out = [torch.empty(g.shape[0], g.shape[1], self.model.cfg.codebook_size, device=self.device) for g in ids]
+        d = self.model.cfg.latent_dim if self.regresses_latents else 0
+        lat_out: list[torch.Tensor | None] = [
+            torch.empty(g.shape[0], g.shape[1], d, device=self.device) if d else None for g in ids]
         for (wh, ww), tiles in groups.items():
             for s in range(0, len(tiles), self.cfg.max_tiles_per_batch):
                 chunk = tiles[s : s + self.cfg.max_tiles_per_batch]
                 batch = np.stack([ids[j][y : y + wh, x : x + ww] for j, _, y, x in chunk])
-                lg = self.model(torch.from_numpy(batch).to(self.device))
-                for (j, t, y, x), tile_logits in zip(chunk, lg):
+                inp = torch.from_numpy(batch).to(self.device)
+                lg, lt = self.model.forward_both(inp) if d else (self.model(inp), None)
+                for n, (j, t, y, x) in enumerate(chunk):
                     own = torch.from_numpy(plans[j]["owner"][y : y + wh, x : x + ww] == t).to(self.device)
                     region = out[j][y : y + wh, x : x + ww]
-                    region[own] = tile_logits[own]
-        return out
+                    region[own] = lg[n][own]
+                    lat_j = lat_out[j]
+                    if lat_j is not None and lt is not None:
+                        lat_region = lat_j[y : y + wh, x : x + ww]
+                        lat_region[own] = lt[n][own]
+        return out, lat_out

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=float, default=180.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latent-dim", type=int, default=-1,
+                   help="regress code vectors too (-1: the tokenizer's code_dim, 0: no latent head)")
+    p.add_argument("--latent-weight", type=float, default=4.0, help="weight of the code-vector MSE in the loss")
+    p.add_argument("--init", default="", help="start from these shipped weights (a fresh run only)")
     return p
 
 
@@ -91,22 +95,38 @@ def lr_at(step: int, total: int, base: float, warmup: int = 200) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def latent_loss(pred: torch.Tensor, target_ids: torch.Tensor, masked: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Squared error (summed over the code dimensions) between predicted and true code vectors at
+    masked cells: the decoder sees code vectors, so this is the error that becomes pixel error."""
+    return (pred[masked] - codebook[target_ids[masked]]).pow(2).sum(-1).mean()
+
+
+def model_score(m: dict) -> float:
+    """Higher is better: the code-vector error when the model regresses codes, else token accuracy."""
+    return -m["val_latent_mse_50"] if "val_latent_mse_50" in m else m["val_acc_50"]
+
+
 @torch.no_grad()
-def validate(model: MaskGIT, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+def validate(model: MaskGIT, batches: list[tuple[np.ndarray, np.ndarray]], codebook: torch.Tensor) -> dict:
     model.eval()
     correct = total = 0
-    ce = 0.0
+    ce = lat = 0.0
     for ids, known in batches:
         t_ids = torch.from_numpy(ids)
         t_known = torch.from_numpy(known)
         inp = torch.where(t_known, t_ids, torch.full_like(t_ids, model.cfg.mask_id))
-        logits = model(inp)
+        logits, latents = model.forward_both(inp)
         m = ~t_known
         ce += masked_ce(logits, t_ids, m).item() * int(m.sum())
+        if latents is not None:
+            lat += latent_loss(latents, t_ids, m, codebook).item() * int(m.sum())
         correct += int((logits.argmax(-1)[m] == t_ids[m]).sum())
         total += int(m.sum())
     model.train()
-    return {"val_ce_50": ce / total, "val_acc_50": correct / total}
+    out = {"val_ce_50": ce / total, "val_acc_50": correct / total}
+    if model.latent_head is not None:
+        out["val_latent_mse_50"] = lat / total
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,9 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     used = int((counts > 0).sum())
     print(f"{len(grids)} training grids, {used}/{cb} codes used, tokenizer {fp}", flush=True)
 
-    cfg = MaskGITConfig(codebook_size=cb, dim=args.dim, depth=args.depth, heads=args.heads)
+    latent_dim = tok.cfg.code_dim if args.latent_dim < 0 else args.latent_dim
+    codebook = tok.quantizer.normalized_codebook().detach().to(device)
+    cfg = MaskGITConfig(codebook_size=cb, dim=args.dim, depth=args.depth, heads=args.heads, latent_dim=latent_dim)
     model = MaskGIT(cfg)
     model.init_from_codebook(tok.quantizer.normalized_codebook().detach(), seed=args.seed)
+    if args.init:
+        init_state, init_meta = load_weights(args.init)
+        init_cfg = MaskGITConfig.from_dict(init_meta["config"])
+        if (init_cfg.dim, init_cfg.depth, init_cfg.heads, init_cfg.codebook_size) != (cfg.dim, cfg.depth, cfg.heads, cb):
+            raise SystemExit(f"--init {args.init}: architecture {init_cfg} does not match {cfg}")
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        print(f"initialised from {args.init} (new: {missing}, dropped: {unexpected})", flush=True)
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     rng = np.random.default_rng(args.seed)
@@ -150,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         ids, _ = sample_batch(val_grids, 32, args.window, vrng)
         known = np.stack([dispersed_known(args.window, args.window, 0.5, vrng) for _ in range(32)])
         val_batches.append((ids, known))
-    step, best, wall = 0, -1.0, 0.0
+    step, best, wall = 0, -float("inf"), 0.0
     st = load_state(work / "state.pt")
     if st is not None:
         model.load_state_dict(st["model"])
@@ -184,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         ids, known = sample_batch(grids, args.batch, args.window, rng)
         t_ids, t_known = torch.from_numpy(ids).to(device), torch.from_numpy(known).to(device)
         inp = torch.where(t_known, t_ids, torch.full_like(t_ids, cfg.mask_id))
-        logits = model(inp)
+        logits, latents = model.forward_both(inp)
         sel = (~t_known).reshape(-1)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cb)[sel], t_ids.reshape(-1)[sel],
                                                  label_smoothing=0.1)
+        if latents is not None:
+            loss = loss + args.latent_weight * latent_loss(latents, t_ids, ~t_known, codebook)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -200,23 +231,23 @@ def main(argv: list[str] | None = None) -> int:
             with open(log_path, "a") as f:
                 f.write(json.dumps({"step": step, "wall": round(wall, 1), "loss": loss.item()}) + "\n")
         if step % args.val_every == 0 or step == args.steps:
-            m = validate(model, val_batches)
+            m = validate(model, val_batches, codebook)
             m.update(step=step, wall=round(wall, 1))
             bar.write(f"validation: {json.dumps(m)}")
             with open(log_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
-            if m["val_acc_50"] > best:
-                best = m["val_acc_50"]
+            if model_score(m) > best:
+                best = model_score(m)
                 export(m)
         if time.time() - t_saved > args.save_every:
             save()
             t_saved = time.time()
     bar.close()
     save()
-    m = validate(model, val_batches)
+    m = validate(model, val_batches, codebook)
     m.update(step=step, wall=round(wall, 1))
     print(f"final validation: {json.dumps(m)}", flush=True)
-    if m["val_acc_50"] >= best:
+    if model_score(m) >= best:
         export(m)
     return 0
 

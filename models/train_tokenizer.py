@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from tqdm import tqdm
 
-from models.checkpoints import WORK_DIR, load_state, save_state, save_weights
+from models.checkpoints import WORK_DIR, load_state, load_weights, save_state, save_weights
 from models.data import CropSampler, load_folder
 from models.metrics import psnr
 from models.tokenizer import TokenizerConfig, VQTokenizer
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--codebook-size", type=int, default=1024)
     p.add_argument("--downsample", type=int, default=8, choices=[8])
+    p.add_argument("--init", default="", help="fine-tune these shipped weights (a fresh run only)")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="freeze encoder and codebook from the start: token ids stay those of --init")
+    p.add_argument("--latent-aug", type=float, default=0.0,
+                   help="share of crops whose codes at a random half of the cells are blended towards an "
+                        "interpolation of their neighbours, as the restorer's regressed codes look")
     return p
 
 
@@ -58,6 +64,33 @@ def lr_at(step: int, total: int, base: float, warmup: int = 200) -> float:
         return base * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def interpolated_codes(q: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Normalised-convolution interpolation of the kept cells' codes (Gaussian, sigma 1 cell)."""
+    t = torch.arange(-2, 3, dtype=q.dtype, device=q.device)
+    g = torch.exp(-(t**2) / 2)
+    k2 = (g[:, None] * g[None, :])[None, None]
+    d = q.shape[1]
+    num = F.conv2d(q * keep, k2.expand(d, 1, 5, 5), padding=2, groups=d)
+    den = F.conv2d(keep, k2, padding=2)
+    return num / den.clamp_min(1e-6)
+
+
+@torch.no_grad()
+def augment_codes(q: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """For ``share`` of the samples, replace a random 20-70% of the cells by a blend of their code
+    and their kept neighbours' interpolation: the decoder then also learns to render the smooth,
+    shorter code vectors the restorer regresses at cells it had to guess."""
+    n, _, h, w = q.shape
+    pick = torch.rand(n, generator=gen) < share
+    if not bool(pick.any()):
+        return q
+    masked_ratio = 0.2 + 0.5 * torch.rand(n, 1, 1, 1, generator=gen)
+    keep = (torch.rand(n, 1, h, w, generator=gen) >= masked_ratio).float().to(q.device)
+    lam = (0.7 * torch.rand(n, 1, 1, 1, generator=gen)).to(q.device)
+    blended = torch.where(keep.bool(), q, lam * q + (1 - lam) * interpolated_codes(q, keep))
+    return torch.where(pick.to(q.device)[:, None, None, None], blended, q)
 
 
 @torch.no_grad()
@@ -106,7 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     usage = torch.ones(cfg.codebook_size, device=device)
     gen = torch.Generator().manual_seed(args.seed + 1)
     step, best, wall = 0, -1.0, 0.0
+    if args.decoder_only and not args.init:
+        raise SystemExit("--decoder-only needs --init (the weights whose tokens must stay)")
     st = load_state(state_path)
+    if st is None and args.init:
+        init_state, init_meta = load_weights(args.init)
+        if TokenizerConfig.from_dict(init_meta["config"]) != cfg:
+            raise SystemExit(f"--init {args.init}: config {init_meta['config']} differs from {cfg}")
+        model.load_state_dict(init_state)
+        if val_images:
+            best = validate(model, val_images, device)["val_psnr"]
+        print(f"initialised from {args.init} (val PSNR {best:.2f} dB)", flush=True)
     if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
@@ -120,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tokenizer: {params / 1e6:.2f}M parameters, device {device}", flush=True)
 
     def frozen() -> bool:
-        return bool(args.freeze_encoder_after) and step >= args.freeze_encoder_after
+        return args.decoder_only or (bool(args.freeze_encoder_after) and step >= args.freeze_encoder_after)
 
     def save() -> None:
         save_state({"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(),
@@ -151,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 z = model.encoder(xin)
                 idx = model.quantizer.indices(z)
                 q = model.quantizer.lookup(idx)
+                if args.latent_aug:
+                    q = augment_codes(q, args.latent_aug, gen)
             y = model.decoder(q)
             qloss = torch.zeros((), device=device)
         else:
@@ -188,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.write(f"validation: {json.dumps(m)}")
             with open(log_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
-            if m["val_psnr"] > best or frozen():
+            if m["val_psnr"] > best or (frozen() and not args.init):
                 best = max(best, m["val_psnr"])
                 export(m)
         if time.time() - t_saved > args.save_every:
@@ -200,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         m = validate(model, val_images, device)
         m.update(step=step, wall=round(wall, 1))
         print(f"final validation: {json.dumps(m)}", flush=True)
-        export(m)
+        if m["val_psnr"] > best or not args.init:
+            export(m)
     return 0
 
 

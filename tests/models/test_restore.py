@@ -107,3 +107,53 @@ def test_mmse_pick_chooses_the_code_nearest_the_expected_vector():
     assert int(r._pick(logits, torch.Generator())[0]) == 2
     r_arg = Restorer(model, RestoreConfig(window=4, overlap=0, pick="argmax"), codebook=codebook)
     assert int(r_arg._pick(logits, torch.Generator())[0]) in (0, 1)
+
+
+def make_latent(**kw):
+    torch.manual_seed(0)
+    cfg = MaskGITConfig(codebook_size=32, dim=32, depth=1, heads=2, max_grid=16, latent_dim=4)
+    return Restorer(MaskGIT(cfg), RestoreConfig(window=8, overlap=2, **kw))
+
+
+@pytest.mark.parametrize("mode", ["reveal", "first"])
+def test_regressed_latents_cover_exactly_the_unknown_cells(mode):
+    r = make_latent(latents=mode, steps=3)
+    rng = np.random.default_rng(4)
+    grids = [rng.integers(0, 32, (20, 13)), rng.integers(0, 32, (5, 6))]
+    known = [rng.random(g.shape) < 0.4 for g in grids]
+    tokens, lats = r.restore_with_latents(grids, known, seed=1)
+    for g, k, t, lat in zip(grids, known, tokens, lats):
+        assert lat is not None and lat.shape == (*g.shape, 4)
+        assert np.isfinite(lat[~k]).all()  # every restored cell got a code vector
+        assert np.isnan(lat[k]).all()  # known cells keep their true code
+        assert (t[k] == g[k]).all()
+    # The token grid does not depend on whether latents are read out.
+    plain = Restorer(r.model, RestoreConfig(window=8, overlap=2, steps=3, latents="tokens"))
+    assert all((a == b).all() for a, b in zip(plain.restore(grids, known, seed=1), tokens))
+    assert all(x is None for x in plain.restore_with_latents(grids, known, seed=1)[1])
+
+
+def test_latent_head_trains_towards_the_true_code_vectors():
+    from models.train_maskgit import latent_loss
+
+    torch.manual_seed(0)
+    m = MaskGIT(MaskGITConfig(codebook_size=16, dim=32, depth=1, heads=2, max_grid=8, latent_dim=3))
+    codebook = torch.nn.functional.normalize(torch.randn(16, 3), dim=1)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    ids = torch.randint(0, 16, (4, 8, 8))
+    known = torch.rand(4, 8, 8) < 0.5
+    inp = torch.where(known, ids, torch.full_like(ids, m.cfg.mask_id))
+    losses = []
+    for _ in range(20):
+        logits, lat = m.forward_both(inp)
+        loss = masked_ce(logits, ids, ~known) + latent_loss(lat, ids, ~known, codebook)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(latent_loss(lat, ids, ~known, codebook).item())
+    assert losses[-1] < losses[0] * 0.8
+
+
+def test_bad_latents_mode_is_refused():
+    with pytest.raises(ValueError, match="latents"):
+        RestoreConfig(latents="soft")
