@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for (ch, mod, snr), model in losses.items():
                 for trial in range(trials):
-                    seed = args.seed + 1000 * trial + int(snr * 10) + 7
+                    seed = args.seed + 1000 * trial + int(round((snr + 100) * 10)) + 7  # >= 0 for SNRs above -100 dB
                     if sent is not None:
                         lost = model.lost(sent.fragments, seed)
                         key = ("tc", tuple(lost))
