@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=int, default=-1,
                    help="regress code vectors too (-1: the tokenizer's code_dim, 0: no latent head)")
     p.add_argument("--latent-weight", type=float, default=4.0, help="weight of the code-vector MSE in the loss")
+    p.add_argument("--interp-sigma", type=float, default=1.5,
+                   help="interpolation prior the latent head corrects (0: plain regression)")
     p.add_argument("--init", default="", help="start from these shipped weights (a fresh run only)")
     return p
 
@@ -160,16 +162,22 @@ def main(argv: list[str] | None = None) -> int:
 
     latent_dim = tok.cfg.code_dim if args.latent_dim < 0 else args.latent_dim
     codebook = tok.quantizer.normalized_codebook().detach().to(device)
-    cfg = MaskGITConfig(codebook_size=cb, dim=args.dim, depth=args.depth, heads=args.heads, latent_dim=latent_dim)
+    cfg = MaskGITConfig(codebook_size=cb, dim=args.dim, depth=args.depth, heads=args.heads, latent_dim=latent_dim,
+                        interp_sigma=args.interp_sigma if latent_dim else 0.0)
     model = MaskGIT(cfg)
     model.init_from_codebook(tok.quantizer.normalized_codebook().detach(), seed=args.seed)
+    fresh_latent_head = model.latent_head.state_dict() if model.latent_head is not None else None
     if args.init:
         init_state, init_meta = load_weights(args.init)
         init_cfg = MaskGITConfig.from_dict(init_meta["config"])
         if (init_cfg.dim, init_cfg.depth, init_cfg.heads, init_cfg.codebook_size) != (cfg.dim, cfg.depth, cfg.heads, cb):
             raise SystemExit(f"--init {args.init}: architecture {init_cfg} does not match {cfg}")
         missing, unexpected = model.load_state_dict(init_state, strict=False)
+        if model.interp_in is not None and "interp_in.weight" in missing and fresh_latent_head is not None:
+            model.latent_head.load_state_dict(fresh_latent_head)  # type: ignore[union-attr]  # residual: start at 0
         print(f"initialised from {args.init} (new: {missing}, dropped: {unexpected})", flush=True)
+    if model.interp_in is not None:
+        model.set_codebook(tok.quantizer.normalized_codebook().detach())
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     rng = np.random.default_rng(args.seed)

@@ -157,3 +157,21 @@ def test_latent_head_trains_towards_the_true_code_vectors():
 def test_bad_latents_mode_is_refused():
     with pytest.raises(ValueError, match="latents"):
         RestoreConfig(latents="soft")
+
+
+def test_interpolation_prior_starts_the_latent_head_at_a_weighted_mean_of_known_codes():
+    torch.manual_seed(0)
+    cfg = MaskGITConfig(codebook_size=16, dim=32, depth=1, heads=2, max_grid=8, latent_dim=3, interp_sigma=1.0)
+    m = MaskGIT(cfg)
+    m.set_codebook(torch.randn(16, 3))
+    ids = torch.randint(0, 16, (2, 8, 8))
+    ids[0, :, :4] = cfg.mask_id  # a masked half: far cells still get a (weaker) estimate
+    _, lat = m.forward_both(ids)
+    known = ids != cfg.mask_id
+    assert torch.allclose(lat[known], m.codebook[ids[known]])  # head starts at zero: prior only
+    norms = lat[~known].norm(dim=-1)
+    assert bool((norms <= 1 + 1e-5).all()) and bool((norms > 0).all())
+    # Untouched by the prior: a model without interpolation has no codebook buffer.
+    assert "codebook" not in MaskGIT(MaskGITConfig(codebook_size=16, dim=32, depth=1, heads=2, latent_dim=3)).state_dict()
+    with pytest.raises(ValueError):
+        MaskGIT(MaskGITConfig(codebook_size=16, dim=32, depth=1, heads=2)).set_codebook(torch.randn(16, 3))
