@@ -117,11 +117,13 @@ class TokenCodec:
         for g, lat, size in zip(grids, latents, sizes):
             idx = torch.from_numpy(np.asarray(g, dtype=np.int64))[None].to(self.device)
             q = self.tokenizer.quantizer.lookup(idx)
+            known = torch.ones_like(q[:, :1])
             if lat is not None:
                 lt = torch.from_numpy(np.ascontiguousarray(lat, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)
-                q = torch.where(torch.isfinite(lt), lt, q)
-            y = ((self.tokenizer.decoder(q) + 1) / 2).clamp(0, 1)[0, :, : size[0], : size[1]]
-            out.append(_to_uint8(y))
+                est = torch.isfinite(lt)
+                q = torch.where(est, lt, q)
+                known = (~est[:, :1]).float()
+            out.append(_to_uint8(self.tokenizer.decode_codes(q, known, size)[0]))
         return out
 
     def reconstruct(self, grids: list[np.ndarray], known: list[np.ndarray], sizes: list[tuple[int, int]],

@@ -8,12 +8,13 @@ window up to ``max_grid`` works.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.interp import interpolate_codes
 
 
 @dataclass(frozen=True)
@@ -99,22 +100,9 @@ class MaskGIT(nn.Module):
         """(N, h, w, D) codes (true at known cells, interpolated elsewhere) and (N, h, w, 1) the
         local density of known cells (how much the interpolation can be trusted)."""
         known = (ids != self.cfg.mask_id).unsqueeze(1).float()  # (N, 1, h, w)
-        codes = self.codebook[ids.clamp(max=self.cfg.codebook_size - 1)].permute(0, 3, 1, 2) * known
-        sigma = self.cfg.interp_sigma
-        # A narrow Gaussian plus a faint one four times wider: near known cells the narrow one
-        # decides; inside large holes (lost fragments) the wide one still gives an average.
-        r = max(1, int(math.ceil(10 * sigma)))
-        t = torch.arange(-r, r + 1, dtype=codes.dtype, device=codes.device)
-        narrow, wide = torch.exp(-(t**2) / (2 * sigma**2)), torch.exp(-(t**2) / (32 * sigma**2))
-        k_narrow = (narrow[:, None] * narrow[None, :])[None, None]
-        k2 = k_narrow + 1e-3 * (wide[:, None] * wide[None, :])[None, None]
-        d = codes.shape[1]
-        num = F.conv2d(codes, k2.expand(d, 1, -1, -1), padding=r, groups=d)
-        den = F.conv2d(known, k2, padding=r)
-        interp = num / den.clamp_min(1e-6)
-        feat = torch.where(known.bool(), codes, interp)
-        density = F.conv2d(known, k_narrow, padding=r) / k_narrow.sum()
-        return feat.permute(0, 2, 3, 1), density.permute(0, 2, 3, 1)
+        codes = self.codebook[ids.clamp(max=self.cfg.codebook_size - 1)].permute(0, 3, 1, 2)
+        filled, density = interpolate_codes(codes, known, self.cfg.interp_sigma)
+        return filled.permute(0, 2, 3, 1), density.permute(0, 2, 3, 1)
 
     @torch.no_grad()
     def init_from_codebook(self, codebook: torch.Tensor, seed: int = 0) -> None:

@@ -27,6 +27,9 @@ class TokenizerConfig:
     dec_channels: tuple[int, int, int] = (192, 96, 32)
     enc_blocks: int = 2
     dec_blocks: int = 3
+    # The decoder also takes a known/restored map (1 where the code is a sent token, 0 where the
+    # restorer estimated it), so it can render estimated codes as estimates: smooth where unsure.
+    mask_channel: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,13 +77,19 @@ class Decoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         c1, c2, c3 = cfg.dec_channels
-        self.inp = nn.Conv2d(cfg.code_dim, c1, 3, padding=1)
+        self.mask_channel = cfg.mask_channel
+        self.inp = nn.Conv2d(cfg.code_dim + int(cfg.mask_channel), c1, 3, padding=1)
         self.blocks = nn.Sequential(*[ResBlock(c1) for _ in range(cfg.dec_blocks)])
         self.up1 = nn.Sequential(nn.SiLU(), nn.Conv2d(c1, c2 * 4, 3, padding=1), nn.PixelShuffle(2), ResBlock(c2))
         self.up2 = nn.Sequential(nn.SiLU(), nn.Conv2d(c2, c3 * 4, 3, padding=1), nn.PixelShuffle(2), nn.SiLU())
         self.out = nn.Sequential(nn.Conv2d(c3, 12, 3, padding=1), nn.PixelShuffle(2))
 
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        """``known`` (N, 1, h, w) in [0, 1]; None means every code is a sent token."""
+        if self.mask_channel:
+            if known is None:
+                known = torch.ones_like(q[:, :1])
+            q = torch.cat([q, known.to(q.dtype)], dim=1)
         return self.out(self.up2(self.up1(self.blocks(self.inp(q)))))
 
 
@@ -152,6 +161,14 @@ class VQTokenizer(nn.Module):
         """(N, h, w) indices -> (N, 3, H, W) float in [0, 1], cropped to ``size`` when given."""
         y = self.decoder(self.quantizer.lookup(indices))
         y = ((y + 1) / 2).clamp(0, 1)
+        if size is not None:
+            y = y[..., : size[0], : size[1]]
+        return y
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor, known: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(N, D, h, w) code vectors, (N, 1, h, w) known map -> (N, 3, H, W) in [0, 1]."""
+        y = ((self.decoder(codes, known) + 1) / 2).clamp(0, 1)
         if size is not None:
             y = y[..., : size[0], : size[1]]
         return y

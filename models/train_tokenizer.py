@@ -13,6 +13,7 @@ trained on them in parallel.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from models.checkpoints import WORK_DIR, load_state, load_weights, save_state, save_weights
 from models.data import CropSampler, load_folder
+from models.interp import interpolate_codes
 from models.metrics import psnr
 from models.tokenizer import TokenizerConfig, VQTokenizer
 
@@ -53,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="", help="fine-tune these shipped weights (a fresh run only)")
     p.add_argument("--decoder-only", action="store_true",
                    help="freeze encoder and codebook from the start: token ids stay those of --init")
-    p.add_argument("--latent-aug", type=float, default=0.0,
-                   help="share of crops whose codes at a random half of the cells are blended towards an "
-                        "interpolation of their neighbours, as the restorer's regressed codes look")
+    p.add_argument("--mask-channel", action="store_true",
+                   help="decoder also takes the known/restored map and learns to render interpolated codes")
+    p.add_argument("--masked-share", type=float, default=0.75, help="share of crops with restored cells")
+    p.add_argument("--interp-sigma", type=float, default=1.5, help="as the restorer's (models.interp)")
     return p
 
 
@@ -66,46 +69,42 @@ def lr_at(step: int, total: int, base: float, warmup: int = 200) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def interpolated_codes(q: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Normalised-convolution interpolation of the kept cells' codes (Gaussian, sigma 1 cell)."""
-    t = torch.arange(-2, 3, dtype=q.dtype, device=q.device)
-    g = torch.exp(-(t**2) / 2)
-    k2 = (g[:, None] * g[None, :])[None, None]
-    d = q.shape[1]
-    num = F.conv2d(q * keep, k2.expand(d, 1, 5, 5), padding=2, groups=d)
-    den = F.conv2d(keep, k2, padding=2)
-    return num / den.clamp_min(1e-6)
+def random_known(n: int, h: int, w: int, share: float, gen: torch.Generator) -> torch.Tensor:
+    """(n, 1, h, w) known maps: ``share`` of the samples lose a random 20-80% of their cells."""
+    ratio = 0.2 + 0.6 * torch.rand(n, 1, 1, 1, generator=gen)
+    known = (torch.rand(n, 1, h, w, generator=gen) >= ratio).float()
+    hit = (torch.rand(n, generator=gen) < share)[:, None, None, None]
+    return torch.where(hit, known, torch.ones_like(known))
+
+
+def to_uint8(y: torch.Tensor) -> np.ndarray:
+    return (y[0].permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
 @torch.no_grad()
-def augment_codes(q: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
-    """For ``share`` of the samples, replace a random 20-70% of the cells by a blend of their code
-    and their kept neighbours' interpolation: the decoder then also learns to render the smooth,
-    shorter code vectors the restorer regresses at cells it had to guess."""
-    n, _, h, w = q.shape
-    pick = torch.rand(n, generator=gen) < share
-    if not bool(pick.any()):
-        return q
-    masked_ratio = 0.2 + 0.5 * torch.rand(n, 1, 1, 1, generator=gen)
-    keep = (torch.rand(n, 1, h, w, generator=gen) >= masked_ratio).float().to(q.device)
-    lam = (0.7 * torch.rand(n, 1, 1, 1, generator=gen)).to(q.device)
-    blended = torch.where(keep.bool(), q, lam * q + (1 - lam) * interpolated_codes(q, keep))
-    return torch.where(pick.to(q.device)[:, None, None, None], blended, q)
-
-
-@torch.no_grad()
-def validate(model: VQTokenizer, images: list[np.ndarray], device: torch.device) -> dict:
+def validate(model: VQTokenizer, images: list[np.ndarray], device: torch.device, sigma: float = 1.5) -> dict:
     model.eval()
-    scores, used = [], set()
+    scores, masked, used = [], [], set()
+    gen = torch.Generator().manual_seed(4321)
     for im in images:
         x = torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255).to(device)
         idx = model.encode(x)
         used.update(idx.unique().tolist())
-        y = model.decode(idx, size=im.shape[:2])
-        rec = (y[0].permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)
-        scores.append(psnr(im, rec))
+        scores.append(psnr(im, to_uint8(model.decode(idx, size=im.shape[:2]))))
+        if model.cfg.mask_channel:
+            known = (torch.rand(1, 1, *idx.shape[1:], generator=gen) >= 0.5).float().to(device)
+            codes, _ = interpolate_codes(model.quantizer.lookup(idx), known, sigma)
+            masked.append(psnr(im, to_uint8(model.decode_codes(codes, known, size=im.shape[:2]))))
     model.train()
-    return {"val_psnr": float(np.mean(scores)), "val_codes_used": len(used)}
+    out = {"val_psnr": float(np.mean(scores)), "val_codes_used": len(used)}
+    if masked:
+        out["val_psnr_interp50"] = float(np.mean(masked))  # half the cells interpolated, as restored
+    return out
+
+
+def score(m: dict) -> float:
+    """Export criterion: all-tokens PSNR, plus restored-cell PSNR when the decoder sees the map."""
+    return m["val_psnr"] + m.get("val_psnr_interp50", 0.0)
 
 
 def restart_dead_codes(model: VQTokenizer, usage: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> int:
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = TokenizerConfig(codebook_size=args.codebook_size, downsample=args.downsample)
+    cfg = TokenizerConfig(codebook_size=args.codebook_size, downsample=args.downsample, mask_channel=args.mask_channel)
     model = VQTokenizer(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     print(f"loading images from {args.train} ...", flush=True)
@@ -144,12 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     st = load_state(state_path)
     if st is None and args.init:
         init_state, init_meta = load_weights(args.init)
-        if TokenizerConfig.from_dict(init_meta["config"]) != cfg:
+        init_cfg = TokenizerConfig.from_dict(init_meta["config"])
+        if dataclasses.replace(init_cfg, mask_channel=cfg.mask_channel) != cfg:
             raise SystemExit(f"--init {args.init}: config {init_meta['config']} differs from {cfg}")
+        w = init_state["decoder.inp.weight"]
+        if cfg.mask_channel and not init_cfg.mask_channel:
+            # A zero-weighted map input: the decoder starts exactly as it was.
+            init_state["decoder.inp.weight"] = torch.cat([w, torch.zeros_like(w[:, :1])], dim=1)
         model.load_state_dict(init_state)
         if val_images:
-            best = validate(model, val_images, device)["val_psnr"]
-        print(f"initialised from {args.init} (val PSNR {best:.2f} dB)", flush=True)
+            m0 = validate(model, val_images, device, args.interp_sigma)
+            best = score(m0)
+            print(f"initialised from {args.init}: {json.dumps(m0)}", flush=True)
     if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
@@ -194,9 +199,11 @@ def main(argv: list[str] | None = None) -> int:
                 z = model.encoder(xin)
                 idx = model.quantizer.indices(z)
                 q = model.quantizer.lookup(idx)
-                if args.latent_aug:
-                    q = augment_codes(q, args.latent_aug, gen)
-            y = model.decoder(q)
+                known = None
+                if args.mask_channel:
+                    known = random_known(q.shape[0], q.shape[2], q.shape[3], args.masked_share, gen).to(device)
+                    q, _ = interpolate_codes(q, known, args.interp_sigma)
+            y = model.decoder(q, known)
             qloss = torch.zeros((), device=device)
         else:
             z = model.encoder(xin)
@@ -228,13 +235,13 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(json.dumps({"step": step, "wall": round(wall, 1), "loss": loss.item(),
                                     "train_psnr": p_batch, "lr": opt.param_groups[0]["lr"]}) + "\n")
         if val_images and (step % args.val_every == 0 or step == args.steps):
-            m = validate(model, val_images, device)
+            m = validate(model, val_images, device, args.interp_sigma)
             m.update(step=step, wall=round(wall, 1))
             bar.write(f"validation: {json.dumps(m)}")
             with open(log_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
-            if m["val_psnr"] > best or (frozen() and not args.init):
-                best = max(best, m["val_psnr"])
+            if score(m) > best or (frozen() and not args.init):
+                best = max(best, score(m))
                 export(m)
         if time.time() - t_saved > args.save_every:
             save()
@@ -242,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     save()
     if val_images:
-        m = validate(model, val_images, device)
+        m = validate(model, val_images, device, args.interp_sigma)
         m.update(step=step, wall=round(wall, 1))
         print(f"final validation: {json.dumps(m)}", flush=True)
-        if m["val_psnr"] > best or not args.init:
+        if score(m) > best or not args.init:
             export(m)
     return 0
 
