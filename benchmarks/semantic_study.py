@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.quality import roi_mask
-from benchmarks.report import fail, images_in, load_image, nanmean, write_json
+from benchmarks.report import fail, images_in, load_image, nanmean, pyplot, write_json
 from models.metrics import masked_psnr
 
 PROG = "semantic_study"
@@ -171,6 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def plot_study(result: dict, path: Path) -> None:
+    """Semantic vs random masking per ratio: recall, AP50 and ROI-PSNR, one row per image set."""
+    plt = pyplot()
+    sets = [("pseudo GT", result)] + ([("coco labels", result["coco"])] if "coco" in result else [])
+    fig, axes = plt.subplots(len(sets), 3, figsize=(11, 3.2 * len(sets)), squeeze=False)
+    for row, (name, part) in zip(axes, sets):
+        ratios = [k for k in part if k not in ("coco", "meta", "original")]
+        x = np.arange(len(ratios))
+        for ax, metric in zip(row, ("recall", "ap50", "roi_psnr")):
+            for off, mode in ((-0.2, "semantic"), (0.2, "random")):
+                vals = [part[r][mode][metric] or 0.0 for r in ratios]
+                ax.bar(x + off, vals, width=0.4, label=mode)
+            ax.set_xticks(x, [f"{float(r):.0%} masked" for r in ratios])
+            ax.set_title(f"{name}: {metric}")
+        row[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if any(not 0 < r < 1 for r in args.ratios):
@@ -199,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                   "the detector on the uncompressed image."],
     }
     write_json(args.out / "study.json", result)
+    plot_study(result, args.out / "study.png")
     for r in args.ratios:
         for m in ("semantic", "random"):
             s = result[f"{r:g}"][m]

@@ -19,6 +19,7 @@ def test_quick_run_with_coco_labels(tiny_images, tmp_path):
     assert main(["--images", str(tiny_images), "--out", str(out), "--quick", "--random-init", "--ratios", "0.5",
                  "--coco", str(coco)]) == 0
     study = json.loads((out / "study.json").read_text())
+    assert (out / "study.png").stat().st_size > 0
     for part in (study, study["coco"]):
         for method in ("semantic", "random"):
             assert {"recall", "ap50", "roi_psnr"} <= set(part["0.5"][method])
