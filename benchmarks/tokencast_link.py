@@ -141,6 +141,4 @@ def receive(codec: TokenCodec, fragments: list[bytes], shape: tuple[int, int], w
 def reconstruct(codec: TokenCodec, grid: np.ndarray, kept: np.ndarray, width: int, height: int,
                 seed: int = 0) -> np.ndarray:
     """Image from a token grid where only ``kept`` is known (no channel)."""
-    if kept.all():
-        return codec.decode([grid], [(height, width)])[0]
     return codec.reconstruct([np.where(kept, grid, 0)], [kept], [(height, width)], seed=seed)[1][0]

@@ -101,8 +101,6 @@ class RestoreSettings:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.temperature < 0:
             raise ValueError("steps must be >= 1 and temperature >= 0")
-        if self.latents not in ("reveal", "first", "tokens"):
-            raise ValueError(f"latents must be 'reveal', 'first' or 'tokens', got {self.latents!r}")
 
 
 @dataclass

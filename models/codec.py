@@ -119,14 +119,10 @@ class TokenCodec:
             if lat is None or not np.isfinite(lat).any():  # nothing restored: the plain token decode
                 out.append(_to_uint8(self.tokenizer.decode(idx, size=size)[0]))
                 continue
-            q = self.tokenizer.quantizer.lookup(idx)
-            known = torch.ones_like(q[:, :1])
-            if lat is not None:
-                lt = torch.from_numpy(np.ascontiguousarray(lat, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)
-                est = torch.isfinite(lt)
-                q = torch.where(est, lt, q)
-                known = (~est[:, :1]).float()
-            out.append(_to_uint8(self.tokenizer.decode_codes(q, known, size)[0]))
+            lt = torch.from_numpy(np.ascontiguousarray(lat, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)
+            est = torch.isfinite(lt)
+            q = torch.where(est, lt, self.tokenizer.quantizer.lookup(idx))
+            out.append(_to_uint8(self.tokenizer.decode_codes(q, (~est[:, :1]).float(), size)[0]))
         return out
 
     def reconstruct(self, grids: list[np.ndarray], known: list[np.ndarray], sizes: list[tuple[int, int]],

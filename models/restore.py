@@ -135,7 +135,9 @@ class Restorer:
         n_steps = max((len(p["counts"]) for p in plans), default=0)
         for step in range(n_steps):
             active = [i for i, p in enumerate(plans) if step < len(p["counts"])]
-            logits, latents = self._window_logits([cur[i] for i in active], [plans[i] for i in active])
+            # "first" reads code vectors from the first pass only; later passes need just logits.
+            read = want_lat and (self.cfg.latents == "reveal" or step == 0)
+            logits, latents = self._window_logits([cur[i] for i in active], [plans[i] for i in active], read)
             for i, lg, lt in zip(active, logits, latents):
                 p = plans[i]
                 if step == 0 and lt is not None and self.cfg.latents == "first":
@@ -157,24 +159,24 @@ class Restorer:
     @torch.no_grad()
     def logits(self, ids: np.ndarray) -> torch.Tensor:
         """One model pass over a (h, w) grid holding ``mask_id`` at unknown cells -> (h, w, K)."""
-        return self._window_logits([np.asarray(ids, dtype=np.int64)], [self._tiling(*ids.shape)])[0][0]
+        return self._window_logits([np.asarray(ids, dtype=np.int64)], [self._tiling(*ids.shape)], False)[0][0]
 
     def _tiling(self, h: int, w: int) -> dict:
         wh, ww = min(self.cfg.window, h), min(self.cfg.window, w)
         ys, xs = tile_starts(h, wh, self.cfg.overlap), tile_starts(w, ww, self.cfg.overlap)
         return {"ys": ys, "xs": xs, "win": (wh, ww), "owner": owner_map(h, w, ys, xs, wh, ww)}
 
-    def _window_logits(self, ids: list[np.ndarray],
-                       plans: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-        """Per image, (h, w, K) logits (and (h, w, D) regressed code vectors when the model has a
-        latent head) assembled from its windows; windows of all images batched."""
+    def _window_logits(self, ids: list[np.ndarray], plans: list[dict],
+                       with_latents: bool) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Per image, (h, w, K) logits (and, ``with_latents``, the (h, w, D) regressed code
+        vectors) assembled from its windows; windows of all images batched."""
         groups: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
         for j, p in enumerate(plans):
             for a, y in enumerate(p["ys"]):
                 for b, x in enumerate(p["xs"]):
                     groups.setdefault(p["win"], []).append((j, a * len(p["xs"]) + b, y, x))
         out = [torch.empty(g.shape[0], g.shape[1], self.model.cfg.codebook_size, device=self.device) for g in ids]
-        d = self.model.cfg.latent_dim if self.regresses_latents else 0
+        d = self.model.cfg.latent_dim if with_latents else 0
         lat_out: list[torch.Tensor | None] = [
             torch.empty(g.shape[0], g.shape[1], d, device=self.device) if d else None for g in ids]
         for (wh, ww), tiles in groups.items():
