@@ -19,6 +19,7 @@ import onnxruntime
 import torch
 
 from . import calib, fp16, int8, manifest, segmenter, tensorrt_build, validate
+from .errors import ExportError
 from .graph import opset, shapes
 from .onnx_export import export_onnx
 from .sources import KIND, Source
@@ -157,11 +158,21 @@ def build_model(subject: Subject, opts: Options, images: Sequence[calib.CalibIma
         if manifest.reusable(old_engines.get(precision), key, opts.out):
             engines[precision] = old_engines[precision]
             opts.say(f"{subject.name} {precision}: cached ({engines[precision]['file']})")
+        elif precision != "fp32" and engines["fp32"].get("status") == "failed":
+            engines[precision] = {"status": "failed", "reason": "needs the fp32 file, which failed"}
+            continue
         else:
-            if feeds is None:
-                feeds = feeds_for(subject, images)
             opts.say(f"{subject.name} {precision}: building")
-            engines[precision] = _entry(subject, precision, key, opts, feeds)
+            try:
+                if feeds is None:
+                    feeds = feeds_for(subject, images)
+                engines[precision] = _entry(subject, precision, key, opts, feeds)
+            except ExportError:
+                raise  # bad input: the CLI's one line and exit 2
+            except Exception as exc:  # noqa: BLE001 - recorded, reported, and the other models still build
+                engines[precision] = {"status": "failed", "reason": failure_reason(exc)}
+                log.error("%s %s: failed: %s", subject.name, precision, engines[precision]["reason"])
+                continue
         if opts.tensorrt and precision in opts.precisions:
             blocked = fp16.blocked_nodes(onnx.load(str(opts.out / f"{subject.name}.fp32.onnx")),
                                          subject.name == "encoder") if precision == "fp16" else []
@@ -169,6 +180,13 @@ def build_model(subject: Subject, opts: Options, images: Sequence[calib.CalibIma
     return {"kind": kind, "source": {"path": subject.path, "sha256": subject.sha256,
                                      "random_init": subject.source is not None and subject.source.random_init},
             "recommended": manifest.recommend(kind, engines), "engines": engines}
+
+
+def failure_reason(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of an exception, short: exporter errors carry whole graphs in their text."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:limit]}{'...' if len(first) > limit else ''}"
 
 
 def install(out: Path, name: str, target: Path) -> Path:

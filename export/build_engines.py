@@ -19,12 +19,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export import build, calib, manifest, segmenter, tensorrt_build  # noqa: E402
+# Only light imports at module level: --help and a missing `export` extra must not need onnx or
+# torch (run() imports the builders, main() turns an ImportError into an install hint).
 from export.errors import ExportError, InputSizeError  # noqa: E402
-from export.onnx_export import DEFAULT_OPSET  # noqa: E402
-from export.sources import load_source  # noqa: E402
 from models.checkpoints import CHECKPOINT_DIR  # noqa: E402
 from models.registry import ModelNotFound, files_for  # noqa: E402
+
+DEFAULT_OPSET = 17  # export.onnx_export.DEFAULT_OPSET (a test keeps the two equal)
+INSTALL_HINT = "install the export extra: pip install -e '.[export]'"
 
 MODELS = ("encoder", "scorer", "segmenter", "decoder", "maskgit")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -68,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Build everything asked for; returns the manifest (also written to OUT/manifest.json)."""
+    """Build everything asked for; returns the manifest (also written to OUT/manifest.json).
+
+    A model whose export fails (a bug or an unsupported op, not bad input) is recorded in the
+    manifest as ``failed`` with the reason, and the others are still built."""
+    from export import build, calib, manifest, segmenter, tensorrt_build
+    from export.sources import load_source
+
     size = parse_size(args.input_size)
     if args.install_defaults and args.random_init and args.install_dir == CHECKPOINT_DIR:
         raise ExportError("--install-defaults with --random-init would overwrite the shipped defaults "
@@ -129,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from export import manifest, tensorrt_build
+    except ImportError as exc:
+        print(f"error: {exc}; {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    try:
         data = run(args)
     except (ExportError, ModelNotFound) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -136,8 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     except tensorrt_build.TensorRTUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ImportError as exc:
+        print(f"error: {exc}; {INSTALL_HINT}", file=sys.stderr)
+        return 2
     print(manifest.table(data))
-    return 0
+    failed = manifest.failures(data)
+    for line in failed:
+        print(f"error: {line} (recorded in {args.out / 'manifest.json'})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Schema (version 1)::
 
 ENTRY holds ``file``, ``sha256``, ``opset``, ``inputs``/``outputs`` (name -> dims), ``size_bytes``,
 ``latency_ms_median``, ``accuracy`` (metric -> value), ``metric``/``threshold``, ``status``
-(``ok`` | ``below_threshold`` | ``skipped`` with ``reason``), ``cache_key`` and, after a
+(``ok`` | ``below_threshold`` | ``skipped`` or ``failed`` with ``reason``), ``cache_key`` and, after a
 TensorRT build, ``tensorrt`` (engine file, sha256, size). The cache key is the sha256 of the
 source weights plus every option that changes the bytes; a matching key and file hash means the
 entry is reused as is, which keeps a re-run fast and the manifest byte-identical.
@@ -66,7 +66,7 @@ def save(path: Path, data: dict[str, Any]) -> None:
 
 def reusable(entry: dict[str, Any] | None, key: str, out_dir: Path) -> bool:
     """True when ``entry`` was built with ``key`` and its file is still the one it describes."""
-    if not entry or entry.get("cache_key") != key or entry.get("status") == "skipped":
+    if not entry or entry.get("cache_key") != key or entry.get("status") in ("skipped", "failed"):
         return False
     path = out_dir / entry["file"]
     return path.is_file() and sha256_file(path) == entry.get("sha256")
@@ -79,6 +79,12 @@ def recommend(kind: str, engines: dict[str, dict[str, Any]]) -> str | None:
     return None
 
 
+def failures(data: dict[str, Any]) -> list[str]:
+    """One line per engine that failed to build: ``model precision: reason``."""
+    return [f"{name} {prec}: {e.get('reason', '')}" for name, model in sorted(data.get("models", {}).items())
+            for prec, e in sorted(model.get("engines", {}).items()) if e.get("status") == "failed"]
+
+
 def _fmt_shapes(shapes: dict[str, list]) -> str:
     return " ".join(f"{n}[{'x'.join(str(d) for d in dims)}]" for n, dims in shapes.items())
 
@@ -89,18 +95,18 @@ def table(data: dict[str, Any]) -> str:
     rows = [head]
     for name, model in sorted(data.get("models", {}).items()):
         for prec, e in sorted(model.get("engines", {}).items()):
-            if e.get("status") == "skipped":
-                rows.append((name, prec, "skipped", e.get("reason", ""), "", "", "", "", "", ""))
+            if e.get("status") in ("skipped", "failed"):
+                rows.append((name, prec, e["status"], e.get("reason", ""), "", "", "", "", "", ""))
                 continue
             star = "*" if model.get("recommended") == prec else ""
             rows.append((name, prec + star, e["status"], e.get("metric", ""), f"{e['accuracy'].get(e.get('metric'), '')}",
                          f"{e.get('threshold', '')}", f"{e['latency_ms_median']:.1f}", str(e["size_bytes"]),
                          e["sha256"][:12], _fmt_shapes(e["inputs"])))
-    widths = [max(len(r[i]) for r in rows if r[2] != "skipped") for i in range(len(head))]
+    widths = [max(len(r[i]) for r in rows if r[2] not in ("skipped", "failed")) for i in range(len(head))]
     lines = []
     for r in rows:
-        if r[2] == "skipped":
-            lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  skipped: {r[3]}")
+        if r[2] in ("skipped", "failed"):
+            lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}: {r[3]}")
         else:
             lines.append("  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip())
     return "\n".join(lines) + "\n(* = recommended; ms = median ONNX Runtime CPU latency on this machine)"

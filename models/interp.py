@@ -30,8 +30,11 @@ def interpolate_codes(codes: torch.Tensor, known: torch.Tensor, sigma: float) ->
     interpolated, (N, 1, h, w) local density of known cells in [0, 1])."""
     known = known.to(codes.dtype)
     k2, k_narrow, r = gaussian_kernels(sigma, codes.dtype, codes.device)
-    d = codes.shape[1]
-    num = F.conv2d(codes * known, k2.expand(d, 1, -1, -1), padding=r, groups=d)
+    # One channel at a time through a fixed (1, 1, k, k) kernel rather than a grouped conv whose
+    # weight is expanded to D channels: the ONNX exporter cannot type a kernel built from a traced
+    # shape, and the two are the same sum.
+    n, d, h, w = codes.shape
+    num = F.conv2d((codes * known).reshape(n * d, 1, h, w), k2, padding=r).reshape(n, d, h, w)
     den = F.conv2d(known, k2, padding=r)
     filled = torch.where(known.bool(), codes, num / den.clamp_min(1e-6))
     density = F.conv2d(known, k_narrow, padding=r) / k_narrow.sum()
