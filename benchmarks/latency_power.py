@@ -9,9 +9,12 @@ and p95 per stage, frames/s, peak RSS, and energy per frame from the first reada
 source: Jetson INA3221 rails (hwmon), Raspberry Pi 5 PMIC (``vcgencmd pmic_read_adc``), Intel
 RAPL (``/sys/class/powercap/intel-rapl:0/energy_uj``). Energy per frame is the integrated power
 over the run minus the idle power over the same time, divided by the frames; an idle period of
-``--idle-seconds`` is measured first. The encoder file is ``--encoder`` with ``{precision}``
-substituted; ``--random-init`` writes a tiny random ONNX encoder instead (tests; its timings
-mean nothing). The link table gives bytes and LoRa time on air per frame for SF7-SF12 at
+``--idle-seconds`` is measured first. The encoder and scorer of each precision are the files
+``export/build_engines.py`` recorded in ``--engines DIR/manifest.json`` (default ``engines/``,
+its default output; the TensorRT engine with ``--backend tensorrt``); without a manifest, fp32
+runs the shipped encoder. ``--encoder`` with ``{precision}`` names the files instead;
+``--random-init`` writes a tiny random ONNX encoder (tests; its timings mean nothing).
+Without ``--images`` the scikit-image sample photos are used where scikit-image is installed. The link table gives bytes and LoRa time on air per frame for SF7-SF12 at
 min(MTU, the SF's payload limit) and frames per hour under the duty cycle.
 This file must not import torch: it runs on the edge (a test checks).
 """
@@ -32,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from edge.pipeline import DEFAULT_ENCODER, EdgePipeline, PipelineConfig
+from edge.recoverability import DEFAULT_SCORER
 from edge.runtime import RuntimeConfig
 from edge.sampler import BudgetConfig
 from link.entropy import default_prior
@@ -244,13 +248,71 @@ def _clean(v: object) -> object:
     return v
 
 
+class EngineNotBuilt(LookupError):
+    """A precision asked for has no file: not in the manifest, or the manifest is missing."""
+
+
+def engine_files(engines: Path, precision: str, backend: str) -> tuple[Path, Path | None]:
+    """(encoder, scorer or None) of ``precision`` as build_engines.py recorded them in ``engines``.
+
+    fp32 without a manifest is the shipped encoder and scorer, so a camera with no engines built
+    still measures something real."""
+    manifest = engines / "manifest.json"
+    try:
+        models = json.loads(manifest.read_text()).get("models", {})
+    except (OSError, ValueError):
+        if precision == "fp32":
+            return DEFAULT_ENCODER, DEFAULT_SCORER if DEFAULT_SCORER.is_file() else None
+        raise EngineNotBuilt(f"{precision}: no {manifest}; build it with "
+                             f"python export/build_engines.py --out {engines}") from None
+    found: dict[str, Path | None] = {}
+    for name in ("encoder", "scorer"):
+        entry = models.get(name, {}).get("engines", {}).get(precision, {})
+        if backend == "tensorrt":
+            entry = entry.get("tensorrt") or {}
+        ok = entry.get("file") and entry.get("status", "ok") != "failed" and (engines / entry["file"]).is_file()
+        found[name] = engines / entry["file"] if ok else None
+    encoder = found["encoder"]
+    if encoder is None:
+        raise EngineNotBuilt(f"{precision}: {manifest} has no usable {backend} encoder file for {precision}; "
+                             f"rebuild with python export/build_engines.py --out {engines} --precision {precision}"
+                             + (" --tensorrt" if backend == "tensorrt" else ""))
+    return encoder, found["scorer"]
+
+
+def load_images(folder: Path | None, limit: int) -> tuple[list[np.ndarray], list[str]]:
+    """The images to loop over, and one note per file that could not be read (skipped)."""
+    notes: list[str] = []
+    if folder is None:
+        try:
+            from skimage import data
+        except ImportError:
+            raise EngineNotBuilt("no --images given and scikit-image (the default samples) is not installed") \
+                from None
+        arrays = [np.asarray(getattr(data, n)()) for n in ("astronaut", "coffee", "chelsea", "rocket")]
+        return [a[..., :3] if a.ndim == 3 else np.stack([a] * 3, -1) for a in arrays][: limit or None], notes
+    if not folder.is_dir():
+        raise EngineNotBuilt(f"--images {folder} is not a directory")
+    out = []
+    for p in sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES)[: limit or None]:
+        try:
+            with Image.open(p) as im:
+                out.append(np.asarray(im.convert("RGB")))
+        except (OSError, ValueError) as exc:
+            notes.append(f"{p}: skipped, cannot read image ({exc})")
+    return out, notes
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--images", type=Path, default=None, help="folder of images (default: scikit-image samples)")
+    p.add_argument("--out", type=Path, default=Path("latency_out"), help="output folder (default latency_out)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "fp16", "int8"])
-    p.add_argument("--encoder", default=str(DEFAULT_ENCODER), help="ONNX file; '{precision}' is substituted")
+    p.add_argument("--engines", type=Path, default=Path("engines"),
+                   help="build_engines.py output with manifest.json (default engines/)")
+    p.add_argument("--encoder", default=None,
+                   help="ONNX file instead of the manifest's; '{precision}' is substituted")
     p.add_argument("--segmenter", default="opencv")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--idle-seconds", type=float, default=5.0)
@@ -266,13 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     seconds, idle = (2.0, 0.5) if args.quick else (args.seconds, args.idle_seconds)
-    paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in SUFFIXES)[: args.limit or None]
-    if not paths:
-        print(f"{PROG}: no images in {args.images}", file=sys.stderr)
+    try:
+        images, notes = load_images(args.images, args.limit)
+    except EngineNotBuilt as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    for note in notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
+    if not images:
+        print(f"{PROG}: no readable images in {args.images}", file=sys.stderr)
+        return 2
     meter = PowerMeter()
-    notes: list[str] = []
     idle_w = float("nan")
     if meter.available:
         meter.start()
@@ -285,10 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict] = []
     frames: list[Frame] = []
     for precision in args.precision:
+        scorer: Path | None = DEFAULT_SCORER
         if args.random_init:
             encoder = write_stub_encoder(args.out / "stub_encoder.onnx")
             notes.append("--random-init: a random stub ONNX encoder; latencies are not the tokenizer's.")
-        else:
+        elif args.encoder is not None:
             encoder = Path(args.encoder.replace("{precision}", precision))
             if precision != "fp32" and "{precision}" not in args.encoder:
                 notes.append(f"{precision}: skipped, --encoder has no {{precision}} placeholder")
@@ -296,7 +363,16 @@ def main(argv: list[str] | None = None) -> int:
             if not encoder.is_file():
                 notes.append(f"{precision}: skipped, no encoder file {encoder}")
                 continue
+        else:
+            try:
+                encoder, scorer = engine_files(args.engines, precision, args.backend)
+            except EngineNotBuilt as exc:
+                notes.append(f"{exc}")
+                continue
         config = PipelineConfig(encoder=encoder, encoder_runtime=RuntimeConfig(backend=args.backend))
+        config.recoverability.scorer = scorer
+        if scorer is not None and args.backend == "tensorrt":
+            config.recoverability.runtime = RuntimeConfig(backend="tensorrt")
         config.segmenter.backend = args.segmenter
         config.packet.mtu = args.mtu
         try:
@@ -309,11 +385,15 @@ def main(argv: list[str] | None = None) -> int:
             run, got = measure(pipe, images, seconds, budget, args.mtu, meter)
         e = run.pop("energy_j")
         run["energy_per_frame_mj"] = (e - idle_w * run["wall_s"]) / run["frames"] * 1000.0 if meter.available else None
-        runs.append({"precision": precision, "backend": args.backend} | run)
+        runs.append({"precision": precision, "backend": args.backend, "encoder": str(encoder),
+                     "scorer": None if scorer is None else str(scorer)} | run)
         frames = frames or got
+    skipped = [n for n in notes if n.startswith(tuple(f"{p}:" for p in args.precision))]
     if not runs:
-        print(f"{PROG}: nothing ran: {'; '.join(notes)}", file=sys.stderr)
+        print(f"{PROG}: nothing ran: {'; '.join(skipped or notes)}", file=sys.stderr)
         return 2
+    for note in skipped:
+        print(f"{PROG}: skipped {note}", file=sys.stderr)
     first = runs[0]
     result = {k: first[k] for k in ("stages", "total_p50_ms", "total_p95_ms", "fps", "energy_per_frame_mj")}
     result |= {"peak_rss_mb": peak_rss_mb(), "power_source": meter.source, "idle_power_w": idle_w,
