@@ -1,6 +1,6 @@
 """Typed configuration of the cloud worker (``cloud.toml``), one dataclass per concern.
 
-Loaded through ``link.config.load_config`` so unknown keys and wrong types fail at start-up with
+Loaded through ``link.config.from_dict`` so unknown keys and wrong types fail at start-up with
 the file and dotted key named. Nothing here imports torch or paho: ``tokencast cloud
 check-config`` must work on any machine.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from link.config import load_config, resolve_path
+from link.config import from_dict, read_toml, resolve_path
 from link.transports.config import MqttConfig
 
 
@@ -69,13 +69,50 @@ class SecurityConfig:
     prior_dir: Path | None = None  # <tokenizer name>.prior.npy for Huffman-coded indices
 
 
+URL_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "sqlite": "sqlite"}
+
+
 @dataclass
 class StoreConfig:
-    type: str = "sqlite"  # cloud.store.BACKENDS key
-    path: Path = Path("cloud_data/tokencast.db")
+    """Where frames go. SQLite (one host) by default; ``url = "postgresql://..."`` shares one
+    database between workers on several hosts. ``store = "postgresql://..."`` at the top of
+    cloud.toml is the same as ``[store] url = ...``."""
+
+    type: str = "sqlite"  # cloud.store.BACKENDS key; set from the url's scheme when url is given
+    url: str = ""  # postgresql://user@host:port/db (libpq URL); sqlite:///path/to.db
+    path: Path = Path("cloud_data/tokencast.db")  # SQLite database file
+    # PNGs: beside the SQLite file, or a folder every worker mounts (NFS, a shared volume) with PostgreSQL
     image_dir: Path = Path("cloud_data/frames")
-    busy_timeout_s: float = 10.0
+    busy_timeout_s: float = 10.0  # SQLite lock wait; PostgreSQL pool checkout and connect timeout
     max_page_count: int = 0  # SQLite size cap in pages (0: none); tests use it to emulate a full disk
+    pool_size: int = 4  # PostgreSQL connections per worker process
+    password_file: Path | None = None  # PostgreSQL password, read at start; keeps it out of the TOML
+
+    def __post_init__(self) -> None:
+        if self.url:
+            scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else ""
+            if scheme not in URL_SCHEMES:
+                raise ValueError(f"store url {_redact(self.url)!r}: scheme {scheme!r} unknown; "
+                                 f"choose from {', '.join(sorted(URL_SCHEMES))}")
+            self.type = URL_SCHEMES[scheme]
+            if self.type == "sqlite":
+                self.path = Path(self.url.split("://", 1)[1])  # sqlite:///abs/path.db, sqlite://relative.db
+        if self.pool_size < 1 or self.busy_timeout_s <= 0:
+            raise ValueError("pool_size must be >= 1 and busy_timeout_s > 0")
+
+    def describe(self) -> str:
+        """Where the store is, for logs: the URL without its password, or the SQLite path."""
+        return _redact(self.url) if self.url and self.type != "sqlite" else str(self.path)
+
+
+def _redact(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{head}://{user}{':***' if ':' in creds else ''}@{host}"
 
 
 @dataclass
@@ -154,13 +191,18 @@ class CloudConfig:
 
 def load(path: str | Path) -> CloudConfig:
     """Read ``cloud.toml``; relative paths in it resolve against the file's folder."""
-    cfg = load_config(CloudConfig, path)
+    data = read_toml(path)
+    if isinstance(data.get("store"), str):  # store = "postgresql://..." names only the URL
+        data["store"] = {"url": data["store"]}
+    cfg = from_dict(CloudConfig, data, str(path))
     base = Path(path).resolve().parent
     cfg.security.keys_dir = resolve_path(base, cfg.security.keys_dir)
     if cfg.security.prior_dir is not None:
         cfg.security.prior_dir = resolve_path(base, cfg.security.prior_dir)
     cfg.store.path = resolve_path(base, cfg.store.path)
     cfg.store.image_dir = resolve_path(base, cfg.store.image_dir)
+    if cfg.store.password_file is not None:
+        cfg.store.password_file = resolve_path(base, cfg.store.password_file)
     return cfg
 
 

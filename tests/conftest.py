@@ -133,3 +133,27 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One real PostgreSQL server for the session (Debian's package) on a free loopback port and a
+    private socket folder; each test takes its own database from it (``pg_url``)."""
+    from benchmarks.local_postgres import LocalPostgres, PostgresUnavailable
+
+    try:
+        server = LocalPostgres()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        pytest.importorskip("psycopg", reason="psycopg 3 not installed (pip install -e '.[cloud]')")
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """A fresh empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database()  # type: ignore[attr-defined]

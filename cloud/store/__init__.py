@@ -1,10 +1,9 @@
-"""Frame stores behind a registry keyed by ``[store] type`` in cloud.toml.
+"""Frame stores behind a registry keyed by ``[store] type`` (or the scheme of ``store = "<url>"``).
 
-Each backend module exposes ``create(cfg: StoreConfig) -> Store`` and imports its driver itself.
-Only ``sqlite`` ships. A PostgreSQL backend would be one more module here (``cloud/store/postgres.py``
-registered as ``"postgres"``) implementing ``Store``: ``claim`` maps to
-``SELECT ... FOR UPDATE SKIP LOCKED``, ``put_frame`` to ``INSERT ... ON CONFLICT DO NOTHING``,
-images to a shared volume or object store; the worker does not change.
+Each backend module exposes ``create(cfg: StoreConfig) -> Store`` and imports its driver itself,
+so a worker on SQLite never needs psycopg. ``sqlite``: the embedded default, one host.
+``postgresql``: one database shared by workers on several hosts (``cloud/store/postgres.py``).
+The worker does not know which it has.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from cloud.store.base import (
     FramePaths,
     FrameRecord,
     QuarantineRecord,
+    SessionRecord,
     StagedFragment,
     Store,
     StoreError,
@@ -27,6 +27,7 @@ from cloud.store.base import (
 
 BACKENDS: dict[str, str] = {
     "sqlite": "cloud.store.sqlite",
+    "postgresql": "cloud.store.postgres",
 }
 
 
@@ -39,5 +40,6 @@ def make_store(cfg: StoreConfig) -> Store:
     return store
 
 
-__all__ = ["BACKENDS", "Claim", "DeviceSummary", "FramePaths", "FrameRecord", "QuarantineRecord", "StagedFragment",
+__all__ = ["BACKENDS", "Claim", "DeviceSummary", "FramePaths", "FrameRecord", "QuarantineRecord", "SessionRecord",
+           "StagedFragment",
            "Store", "StoreError", "StoreFull", "StoreUnavailable", "make_store"]

@@ -139,6 +139,23 @@ class QuarantineRecord:
     size: int  # payload bytes (fetch the payload with ``quarantine_payload``)
 
 
+@dataclass(frozen=True)
+class SessionRecord:
+    """A worker's MQTT session as the workers see it in the shared store (see ``cloud.sessions``).
+
+    The store is where workers on different hosts meet, so it is where a client-id clash is
+    seen at start-up and where a dead worker's session is found (its heartbeat stops) and
+    adopted by a live one, which drains and ends it.
+    """
+
+    client_id: str
+    owner: str  # the worker id holding it now (the adopter's once adopted)
+    host: str
+    pid: int
+    heartbeat: float  # unix seconds
+    adopted: bool = False
+
+
 class Store(abc.ABC):
     """Backend interface; see the module docstring. Implementations must be process-safe."""
 
@@ -218,6 +235,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def pending_frames(self) -> int:
         """Frames staged but not yet stored (the worker's queue depth)."""
+
+    # -- workers' MQTT sessions (cloud.sessions) ------------------------------------------------------
+    @abc.abstractmethod
+    def put_session(self, rec: SessionRecord) -> None:
+        """Register (or re-register) a client id as held by ``rec.owner``."""
+
+    @abc.abstractmethod
+    def get_session(self, client_id: str) -> SessionRecord | None: ...
+
+    @abc.abstractmethod
+    def heartbeat_session(self, client_id: str, owner: str, now: float) -> bool:
+        """Refresh ``owner``'s hold on ``client_id``; False when it is no longer registered to ``owner``."""
+
+    @abc.abstractmethod
+    def adopt_stale_session(self, owner: str, host: str, pid: int, now: float,
+                            stale_s: float) -> SessionRecord | None:
+        """Atomically hand one session whose heartbeat is older than ``stale_s`` to ``owner``.
+
+        Returns the record as it was (the dead holder), or None; two adopters never get the same one.
+        """
+
+    @abc.abstractmethod
+    def forget_session(self, client_id: str, owner: str) -> None:
+        """Drop the registration if ``owner`` still holds it (the session was ended at the broker)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -28,6 +28,7 @@ from cloud.store.base import (
     FramePaths,
     FrameRecord,
     QuarantineRecord,
+    SessionRecord,
     StagedFragment,
     Store,
     StoreError,
@@ -86,6 +87,14 @@ CREATE TABLE IF NOT EXISTS staged (
     payload BLOB NOT NULL,
     PRIMARY KEY (device_id, counter, slice_start)
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    client_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    heartbeat REAL NOT NULL,
+    adopted INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS pending (
     device_id INTEGER NOT NULL,
     counter INTEGER NOT NULL,
@@ -126,13 +135,49 @@ class SqliteStore(Store):
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
                                        check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            if max_page_count:
-                self.set_max_page_count(max_page_count)
-            self._db.executescript(SCHEMA)  # idempotent; executescript commits on its own
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._prepare(busy_timeout_s)
+        if max_page_count:
+            self.set_max_page_count(max_page_count)
+
+    def _prepare(self, busy_timeout_s: float) -> None:
+        """Switch to WAL and create the schema, retrying while other openers hold the file.
+
+        Switching the journal mode needs the file to itself, and SQLite answers "database is
+        locked" at once there instead of waiting out the busy timeout, so workers started at the
+        same moment on a new file used to fail here. The mode is persistent in the file: whoever
+        gets there first switches it and later openers only read it. Retried with backoff until
+        the busy timeout, then ``StoreUnavailable``.
+        """
+        deadline = time.monotonic() + busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("BEGIN IMMEDIATE")  # one creator at a time, under the busy timeout
+                try:
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() + delay > deadline:
+                    self._db.close()
+                    raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(0.2, delay * 2)
+            except sqlite3.Error as exc:
+                self._db.close()
+                raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
 
     def set_max_page_count(self, pages: int) -> None:
         """Cap the database size (SQLite pages); 0 lifts the cap. Used to emulate a full disk."""
@@ -358,6 +403,43 @@ class SqliteStore(Store):
 
     def pending_frames(self) -> int:
         return int(self._read("SELECT count(*) FROM pending")[0][0])
+
+    # -- sessions -----------------------------------------------------------------------------------
+    def put_session(self, rec: SessionRecord) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                       (rec.client_id, rec.owner, rec.host, rec.pid, rec.heartbeat, int(rec.adopted)))
+
+    @staticmethod
+    def _session(row: sqlite3.Row) -> SessionRecord:
+        d = dict(row)
+        d["adopted"] = bool(d["adopted"])
+        return SessionRecord(**d)
+
+    def get_session(self, client_id: str) -> SessionRecord | None:
+        rows = self._read("SELECT * FROM sessions WHERE client_id = ?", (client_id,))
+        return self._session(rows[0]) if rows else None
+
+    def heartbeat_session(self, client_id: str, owner: str, now: float) -> bool:
+        with self._write() as db:
+            return bool(db.execute("UPDATE sessions SET heartbeat = ? WHERE client_id = ? AND owner = ?",
+                                   (now, client_id, owner)).rowcount)
+
+    def adopt_stale_session(self, owner: str, host: str, pid: int, now: float,
+                            stale_s: float) -> SessionRecord | None:
+        with self._write() as db:  # BEGIN IMMEDIATE: no second adopter between the read and the update
+            cur = db.execute("SELECT * FROM sessions WHERE heartbeat < ? ORDER BY heartbeat LIMIT 1", (now - stale_s,))
+            cur.row_factory = sqlite3.Row
+            row = cur.fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE sessions SET owner = ?, host = ?, pid = ?, heartbeat = ?, adopted = 1 "
+                       "WHERE client_id = ?", (owner, host, pid, now, row["client_id"]))
+            return self._session(row)
+
+    def forget_session(self, client_id: str, owner: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM sessions WHERE client_id = ? AND owner = ?", (client_id, owner))
 
     def integrity_ok(self) -> bool:
         return self._read("PRAGMA integrity_check")[0][0] == "ok"

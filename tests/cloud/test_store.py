@@ -1,14 +1,22 @@
-"""SQLite store: idempotent puts, quarantine, staging and leased claims, the dashboard's read API."""
+"""The store suite, run on every backend: SQLite (embedded) and PostgreSQL (a real server from
+the ``postgres_server`` fixture; skipped with the reason only when its binaries are absent).
+
+Idempotent puts, quarantine, staging and leased claims, the dashboard's read API, the workers'
+session registry, and what only shows with two store objects on one database: racing puts
+and claims, concurrent opens."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cloud.config import StoreConfig
-from cloud.store import FrameRecord, StagedFragment, StoreError, make_store
+from cloud.store import FrameRecord, SessionRecord, StagedFragment, StoreError, StoreUnavailable, make_store
 from cloud.store.images import encode_png, mask_overlay
 
 
@@ -20,9 +28,20 @@ def record(device: int, counter: int, t: float = 100.0, **kw) -> FrameRecord:
     return FrameRecord(**base)
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_cfg(request, tmp_path: Path) -> StoreConfig:
+    """One backend's config: a fresh SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "postgresql":
+        return StoreConfig(url=request.getfixturevalue("pg_url"), image_dir=tmp_path / "frames")
+    return StoreConfig(path=tmp_path / "db.sqlite", image_dir=tmp_path / "frames")
+
+
 @pytest.fixture
-def store(tmp_path: Path):
-    s = make_store(StoreConfig(path=tmp_path / "db.sqlite", image_dir=tmp_path / "frames"))
+def store(store_cfg: StoreConfig):
+    s = make_store(store_cfg)
     yield s
     s.close()
 
@@ -99,8 +118,10 @@ def test_read_api_lists_devices_with_link_stats(store):
 
 
 def test_unknown_backend_names_the_choices(tmp_path):
-    with pytest.raises(StoreError, match="choose from sqlite"):
-        make_store(StoreConfig(type="postgres", path=tmp_path / "x"))
+    with pytest.raises(StoreError, match="choose from sqlite, postgresql"):
+        make_store(StoreConfig(type="mongo", path=tmp_path / "x"))
+    with pytest.raises(ValueError, match="scheme 'mysql' unknown; choose from postgres, postgresql, sqlite"):
+        StoreConfig(url="mysql://u:secret@h/db")
 
 
 def test_mask_overlay_tints_generated_cells():
@@ -111,3 +132,118 @@ def test_mask_overlay_tints_generated_cells():
     assert (out[:8, :8] == 100).all() and (out[8:, 8:] == 100).all()  # kept cells untouched
     assert out[0, 8, 2] > out[0, 8, 0]  # masked: blue
     assert out[8, 0, 0] > out[8, 0, 2]  # lost: red
+
+
+def test_racing_puts_store_once_and_the_loser_leaves_no_files(store, store_cfg):
+    other = make_store(store_cfg)  # a second worker's store object on the same database
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda s=s, v=v: results.append(s.put_frame(record(3, 1), png(v), png(v))))
+                   for s, v in ((store, 1), (other, 2)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [False] * 5 + [True]
+        assert store.count_frames() == 1
+        paths = store.frame_paths(3, 1)
+        assert paths.image.read_bytes() in (png(1), png(2))
+        assert sorted(p.name for p in store_cfg.image_dir.rglob("*.png")) == sorted([paths.image.name, paths.mask.name])
+    finally:
+        other.close()
+
+
+def test_concurrent_claims_hand_each_frame_to_one_worker(store, store_cfg):
+    store.stage([staged(d, c, 0, 64) for d in range(1, 6) for c in range(1, 9)])
+    stores = [store] + [make_store(store_cfg) for _ in range(2)]
+    got: dict[str, list[tuple[int, int]]] = {}
+    try:
+        def take(i: int, s) -> None:
+            keys = []
+            while batch := s.claim(20.0, timeout_s=30, owner=f"w{i}", lease_s=60, limit=3):
+                keys += [c.key for c in batch]
+            got[f"w{i}"] = keys
+
+        threads = [threading.Thread(target=take, args=(i, s)) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for s in stores[1:]:
+            s.close()
+    everything = [k for keys in got.values() for k in keys]
+    assert len(everything) == len(set(everything)) == 40
+
+
+def test_session_registry_heartbeats_and_adopts_a_dead_session_once(store):
+    store.put_session(SessionRecord("cloud-a", "host-1", "host", 1, heartbeat=100.0))
+    store.put_session(SessionRecord("cloud-b", "host-2", "host", 2, heartbeat=100.0))
+    assert store.heartbeat_session("cloud-a", "host-1", 130.0)
+    assert not store.heartbeat_session("cloud-a", "someone-else", 130.0)
+    assert store.adopt_stale_session("host-3", "host", 3, now=110.0, stale_s=15) is None  # nobody stale yet
+    dead = store.adopt_stale_session("host-3", "host", 3, now=131.0, stale_s=15)
+    assert dead == SessionRecord("cloud-b", "host-2", "host", 2, 100.0, False)
+    assert store.adopt_stale_session("host-4", "host", 4, now=131.0, stale_s=15) is None  # taken by host-3
+    assert store.get_session("cloud-b") == SessionRecord("cloud-b", "host-3", "host", 3, 131.0, True)
+    assert not store.heartbeat_session("cloud-b", "host-2", 132.0)  # the dead one no longer holds it
+    store.forget_session("cloud-b", "host-2")  # not the holder: no effect
+    assert store.get_session("cloud-b") is not None
+    store.forget_session("cloud-b", "host-3")
+    assert store.get_session("cloud-b") is None and store.get_session("cloud-a").heartbeat == 130.0
+
+
+def test_postgres_migrates_once_under_concurrent_starts(pg_url, tmp_path):
+    import psycopg
+
+    from cloud.store.pg_migrations import MIGRATIONS
+
+    opened, errors = [], []
+
+    def start() -> None:
+        try:
+            opened.append(make_store(StoreConfig(url=pg_url, image_dir=tmp_path / "frames", pool_size=1)))
+        except Exception as exc:  # noqa: BLE001 - the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == [] and len(opened) == 8
+        assert {s.schema_version for s in opened} == {MIGRATIONS[-1][0]}
+        with psycopg.connect(pg_url) as conn:
+            versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert versions == [v for v, _, _ in MIGRATIONS]
+    finally:
+        for s in opened:
+            s.close()
+
+
+def test_postgres_unreachable_is_a_typed_error_naming_the_server_without_its_password(tmp_path):
+    pytest.importorskip("psycopg", reason="psycopg 3 not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    cfg = StoreConfig(url=f"postgresql://u:hunter2@127.0.0.1:{port}/db", image_dir=tmp_path / "f", busy_timeout_s=2)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable) as err:
+        make_store(cfg)
+    assert time.monotonic() - t0 < 15
+    assert f"127.0.0.1:{port}" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_cloud_toml_takes_the_store_as_one_url(tmp_path):
+    from cloud.config import load
+
+    toml = tmp_path / "cloud.toml"
+    toml.write_text('store = "postgresql://cloud@db.internal:5432/tokencast"\n')
+    cfg = load(toml)
+    assert (cfg.store.type, cfg.store.url) == ("postgresql", "postgresql://cloud@db.internal:5432/tokencast")
+    toml.write_text('[store]\nurl = "postgresql://cloud:pw@db/tokencast"\npool_size = 8\nimage_dir = "/srv/frames"\n')
+    cfg = load(toml)
+    assert cfg.store.pool_size == 8 and cfg.store.describe() == "postgresql://cloud:***@db/tokencast"
+    toml.write_text('store = "sqlite:///var/lib/tokencast/t.db"\n')
+    assert load(toml).store.path == Path("/var/lib/tokencast/t.db")
