@@ -1,7 +1,9 @@
 """Segmenters behind one contract (``segment(image) -> list[Instance]``), chosen by config string.
 
-``opencv`` needs no download and is the default; ``yolo-seg`` runs an ultralytics-style ONNX
-export through any inference runtime; ``none`` turns semantic scoring off.
+``yolox`` (the default) runs the YOLOX-Nano COCO detector shipped in ``models/`` and refines
+its boxes into object masks; ``opencv`` (HOG + Haar, people only) is the fallback that needs no
+model file; ``yolo-seg`` runs a user's ultralytics-style ONNX export; ``none`` turns semantic
+scoring off.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from .base import Instance, NoSegmenter, Segmenter, SegmenterConfig
 from .coco import COCO_NAMES
 from .opencv import OpenCVSegmenter
 from .yolo import YoloSegSegmenter
+from .yolox import YoloxSegmenter
 
 SEGMENTERS: Registry[Segmenter] = Registry("segmenter")
+SEGMENTERS.register("yolox", YoloxSegmenter)
 SEGMENTERS.register("opencv", OpenCVSegmenter)
 SEGMENTERS.register("yolo-seg", YoloSegSegmenter)
 SEGMENTERS.register("none", NoSegmenter)

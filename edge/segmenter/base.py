@@ -35,17 +35,26 @@ class Instance:
 class SegmenterConfig:
     """One table for every segmenter backend; each reads the keys that concern it."""
 
-    backend: str = "opencv"  # "opencv" (no download), "yolo-seg", "none"
-    model: Path | None = None  # yolo-seg: an ultralytics-style *-seg.onnx export
+    backend: str = "yolox"  # "yolox" (shipped detector), "opencv" (no model), "yolo-seg", "none"
+    # yolox: None = the shipped YOLOX-Nano; yolo-seg: an ultralytics-style *-seg.onnx export
+    model: Path | None = None
+    model_sha256: str = ""  # yolox: expected sha256 of `model` ("" = the shipped file's, pinned)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     class_names: list[str] = field(default_factory=lambda: list(COCO_NAMES))
+    classes: list[str] = field(default_factory=list)  # yolox: report only these ([] = every class)
     conf_threshold: float = 0.25
     iou_threshold: float = 0.45
     mask_threshold: float = 0.5
     max_instances: int = 100
-    input_size: int = 640  # yolo-seg: used only when the model's input size is dynamic
+    input_size: int = 640  # yolo-seg / yolox: used only when the model's input size is dynamic
+    # box -> object mask (yolox, opencv): see refine.py
+    mask_mode: Literal["box", "ellipse", "colour", "grabcut"] = "colour"
+    # yolox: overlapping tiles plus the whole frame, for small objects in large frames
+    tiling: Literal["auto", "always", "never"] = "auto"  # auto: when the longest side >= tile_min_side
+    tiles: list[int] = field(default_factory=lambda: [3, 3])  # rows, cols (auto: at most ~model size each)
+    tile_overlap: float = 0.2  # share of a tile shared with its neighbour
+    tile_min_side: int = 1280
     # opencv backend
-    mask_mode: Literal["box", "ellipse", "grabcut"] = "ellipse"
     detect_size: int = 640  # longest side the OpenCV detectors see
     hog_upscale: float = 1.5  # HOG's 64x128 window misses people shorter than ~128 px otherwise
     faces: bool = True
@@ -58,6 +67,10 @@ class SegmenterConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         if self.max_instances < 1:
             raise ValueError(f"max_instances must be >= 1, got {self.max_instances}")
+        if len(self.tiles) != 2 or min(self.tiles) < 1:
+            raise ValueError(f"tiles must be [rows, cols], both >= 1, got {self.tiles}")
+        if not 0.0 <= self.tile_overlap < 0.5:
+            raise ValueError(f"tile_overlap must be in [0, 0.5), got {self.tile_overlap}")
 
 
 class Segmenter(ABC):

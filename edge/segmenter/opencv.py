@@ -1,8 +1,8 @@
 """People from plain OpenCV: the HOG pedestrian detector plus Haar cascades, no model download.
 
 The offline default, so a camera can start with semantic masking before any model is
-provisioned. Boxes become masks cheaply: an inscribed ellipse (default, ~0.1 ms), the box
-itself, or a few GrabCut iterations (better edges, tens of ms per person; see MODEL_CARD.md).
+provisioned. Boxes become masks through ``refine.box_mask`` (box, ellipse, colour model or
+GrabCut; see MODEL_CARD.md).
 OpenCV 5 drops ``cv2.data``; then only HOG runs, and a log line says so.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from .base import Instance, Segmenter, check_image
 from .ops import nms
+from .refine import box_mask
 
 log = logging.getLogger(__name__)
 
@@ -43,40 +44,6 @@ def face_to_body(faces: np.ndarray) -> np.ndarray:
     w, h = faces[:, 2] - faces[:, 0], faces[:, 3] - faces[:, 1]
     cx = (faces[:, 0] + faces[:, 2]) / 2
     return np.c_[cx - 1.6 * w, faces[:, 1] - 0.3 * h, cx + 1.6 * w, faces[:, 1] + 6.0 * h]
-
-
-def box_mask(shape: tuple[int, int], box: np.ndarray, mode: str, image: np.ndarray | None = None) -> np.ndarray:
-    """A boolean mask for ``box`` (xyxy) in a frame of ``shape``: box, ellipse or GrabCut."""
-    h, w = shape
-    x1, y1 = int(max(box[0], 0)), int(max(box[1], 0))
-    x2, y2 = int(min(np.ceil(box[2]), w)), int(min(np.ceil(box[3]), h))
-    mask = np.zeros((h, w), np.uint8)
-    if x2 <= x1 or y2 <= y1:
-        return mask.astype(bool)
-    if mode == "box":
-        mask[y1:y2, x1:x2] = 1
-    elif mode == "ellipse":
-        bw, bh = x2 - x1, y2 - y1
-        crop = np.zeros((bh, bw), np.uint8)  # drawn in the box's own frame so it cannot spill out
-        cv2.ellipse(crop, (bw // 2, bh // 2), (max(bw // 2, 1), max(bh // 2, 1)), 0, 0, 360, 1, -1)
-        mask[y1:y2, x1:x2] = crop
-    elif mode == "grabcut" and image is not None and (x2 - x1) > 4 and (y2 - y1) > 4:
-        # Work in a margin around the box so GrabCut has background samples to learn from.
-        mx, my = (x2 - x1) // 4 + 2, (y2 - y1) // 4 + 2
-        cx1, cy1, cx2, cy2 = max(x1 - mx, 0), max(y1 - my, 0), min(x2 + mx, w), min(y2 + my, h)
-        crop = np.ascontiguousarray(image[cy1:cy2, cx1:cx2, ::-1])
-        gc = np.zeros(crop.shape[:2], np.uint8)
-        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        rect = (x1 - cx1, y1 - cy1, x2 - x1, y2 - y1)
-        try:
-            cv2.grabCut(crop, gc, rect, bgd, fgd, 2, cv2.GC_INIT_WITH_RECT)
-            fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
-            mask[cy1:cy2, cx1:cx2] = fg
-        except cv2.error:  # degenerate colour models: fall back to the ellipse
-            return box_mask(shape, box, "ellipse")
-    else:
-        return box_mask(shape, box, "ellipse")
-    return mask.astype(bool)
 
 
 class OpenCVSegmenter(Segmenter):
@@ -146,7 +113,7 @@ class OpenCVSegmenter(Segmenter):
         for box, score in zip(boxes, scores, strict=True):
             if score < self.config.conf_threshold:
                 continue
-            mask = box_mask(hw, box, self.config.mask_mode, image)
+            mask = box_mask(hw, box, self.config.mask_mode, image, PERSON[1])
             x1, y1, x2, y2 = (float(v) for v in box)
             out.append(Instance(PERSON[0], PERSON[1], float(score), (x1, y1, x2, y2), mask))
         return out

@@ -88,8 +88,9 @@ def test_yolo_seg_rejects_wrong_class_count(yolo_model):
 
 
 def test_registry_and_config():
-    assert SEGMENTERS.names() == ["none", "opencv", "yolo-seg"]
-    with pytest.raises(UnknownBackend, match="valid choices: none, opencv, yolo-seg"):
+    assert SEGMENTERS.names() == ["none", "opencv", "yolo-seg", "yolox"]
+    assert SegmenterConfig().backend == "yolox"
+    with pytest.raises(UnknownBackend, match="valid choices: none, opencv, yolo-seg, yolox"):
         create_segmenter(SegmenterConfig(backend="sam"))
     cfg = from_dict(SegmenterConfig, {"backend": "opencv", "mask_mode": "grabcut", "runtime": {"providers": ["cpu"]}})
     assert cfg.mask_mode == "grabcut"
@@ -99,18 +100,18 @@ def test_registry_and_config():
         from_dict(SegmenterConfig, {"conf_threshold": 1.5})
 
 
-@pytest.mark.parametrize("mode", ["box", "ellipse", "grabcut"])
+@pytest.mark.parametrize("mode", ["box", "ellipse", "colour", "grabcut"])
 def test_box_masks_stay_inside_the_box(build, mode):
     img = build.photo(96, 128)
     m = ocv.box_mask((96, 128), np.array([40.0, 20.0, 80.0, 70.0]), mode, img)
     assert m.shape == (96, 128) and m.dtype == bool
     assert not m[:20].any() and not m[:, :40].any() and not m[70:].any() and not m[:, 80:].any()
-    if mode != "grabcut":
+    if mode not in ("grabcut", "colour"):
         assert m[45, 60]
 
 
 def test_opencv_segmenter_runs_offline(build):
-    with create_segmenter(SegmenterConfig(hog_upscale=1.0)) as seg:
+    with create_segmenter(SegmenterConfig(backend="opencv", hog_upscale=1.0)) as seg:
         assert len(seg.cascades) == 3
         inst = seg.segment(build.photo(120, 160))
     for i in inst:
@@ -120,7 +121,7 @@ def test_opencv_segmenter_runs_offline(build):
 def test_opencv_without_cv2_data_falls_back_to_hog(monkeypatch, caplog, build):
     monkeypatch.setattr(ocv, "cascade_dir", lambda: None)
     caplog.set_level(logging.WARNING)
-    seg = create_segmenter(SegmenterConfig(hog_upscale=1.0)).load()
+    seg = create_segmenter(SegmenterConfig(backend="opencv", hog_upscale=1.0)).load()
     assert seg.cascades == [] and "HOG people detector only" in caplog.text
     seg.segment(build.photo(64, 64))
 
@@ -132,7 +133,7 @@ def test_recall_benchmark_writes_json(tmp_path, build):
     (tmp_path / "lab" / "a.txt").write_text("0 0.5 0.5 0.2 0.5\n2 0.1 0.1 0.1 0.1\n")
     out = tmp_path / "r.json"
     argv = ["--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "--out", str(out)]
-    assert segmenter_recall.main([*argv, "--hog-upscale", "1"]) == 0
+    assert segmenter_recall.main([*argv, "--backend", "opencv", "--hog-upscale", "1"]) == 0
     res = json.loads(out.read_text())
     assert res["gt_persons"] == 1 and 0.0 <= res["recall_iou50"] <= res["recall_any_overlap"] <= 1.0
     assert segmenter_recall.main(["--images", str(tmp_path / "nope"), "--labels", "x", "--out", str(out)]) == 2
