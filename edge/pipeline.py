@@ -29,7 +29,7 @@ from .importance import ImportanceConfig, semantic_scores
 from .recoverability import Recoverability, RecoverabilityConfig
 from .runtime import InferenceBackend, RuntimeConfig, create_backend
 from .runtime.registry import BackendError
-from .sampler import BudgetConfig, SamplerConfig, SizeFn, budget_limit, sample
+from .sampler import BudgetConfig, BudgetTooSmall, SamplerConfig, SizeFn, budget_limit, sample
 from .segmenter import Instance, Segmenter, SegmenterConfig, create_segmenter
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,10 @@ class EdgePipeline:
         limit = budget_limit(budget, width, height)
         unit = "seconds" if budget.unit == "seconds" else "bytes"
         cost = self._cost_fn(width, height, unit)
-        picked = sample(semantic, priority, tokens, cost, limit, cfg.sampler)
+        try:
+            picked = sample(semantic, priority, tokens, cost, limit, cfg.sampler)
+        except BudgetTooSmall as exc:
+            raise BudgetTooSmall.for_budget(budget, width, height, exc.empty_size) from None
         kept = picked.kept
         size = int(picked.cost) if unit == "bytes" else int(self._cost_fn(width, height, "bytes")(kept, tokens[kept]))
         lap("select")

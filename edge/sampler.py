@@ -32,11 +32,30 @@ SizeFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 class BudgetTooSmall(ValueError):
-    """Even a frame with no tokens exceeds the budget."""
+    """Even a frame with no tokens exceeds the budget.
 
-    def __init__(self, budget: float, empty_size: float) -> None:
+    ``budget`` and ``empty_size`` are in the cost unit (bytes or seconds on air); ``for_budget``
+    restates it in the user's own unit with the smallest budget that would work, because "the
+    budget is too small" alone leaves the user guessing how much bigger it has to be."""
+
+    def __init__(self, budget: float, empty_size: float, message: str | None = None) -> None:
         self.budget, self.empty_size = budget, empty_size
-        super().__init__(f"budget of {budget:g} is below the cost of an empty frame ({empty_size:g})")
+        super().__init__(message or f"budget of {budget:g} is below the cost of an empty frame ({empty_size:g})")
+
+    @classmethod
+    def for_budget(cls, budget: BudgetConfig, width: int, height: int, empty_size: float) -> BudgetTooSmall:
+        """The same failure, naming the minimum ``budget.value`` for a ``width`` x ``height`` image."""
+        minimum = empty_size * 8 / (width * height) if budget.unit == "bpp" else empty_size
+        cost = f"{empty_size:.3g} s on air" if budget.unit == "seconds" else f"{empty_size:g} bytes"
+        scale = 10.0 ** (2 - math.floor(math.log10(minimum))) if minimum > 0 else 1.0
+        if budget.unit == "bytes":
+            scale = 1.0
+        shown = round(minimum * scale) / scale
+        if shown < minimum:  # 3 digits (whole bytes), rounded up: the number shown is enough
+            shown = (round(minimum * scale) + 1) / scale
+        return cls(budget_limit(budget, width, height), empty_size,
+                   f"budget {budget.value:g} {budget.unit} is below the minimum {shown:g} {budget.unit} "
+                   f"for a {width}x{height} image (an empty frame costs {cost})")
 
 
 @dataclass

@@ -137,7 +137,7 @@ def test_bad_arguments_are_one_line_and_exit_2(images, tmp_path, capsys, args, m
     assert len(err) == 1 and message in err[0]
 
 
-def test_missing_or_unreadable_images_are_one_line_and_exit_2(tmp_path, capsys):
+def test_missing_or_unreadable_images_are_one_line_and_exit_2(tmp_path, capsys, caplog):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert demo.main(["--images", str(empty), "--out", str(tmp_path / "o")]) == 2
@@ -145,9 +145,13 @@ def test_missing_or_unreadable_images_are_one_line_and_exit_2(tmp_path, capsys):
     assert demo.main(["--images", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 2
     assert "not a directory" in capsys.readouterr().err
     (empty / "broken.png").write_bytes(b"not a png")
-    assert demo.main(["--images", str(empty), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "broken.png: cannot read image" in err and err.count("\n") == 1
+    assert demo.main(["--images", str(empty), "--out", str(tmp_path / "o"), "--random-init"]) == 2
+    err = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    err += [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("tokencast")]
+    assert len(err) == 2 and err[0].startswith("broken: skipped: ") and "broken.png: cannot read image" in err[0]
+    assert err[1].startswith("tokencast demo: nothing sent: 1 of 1 images skipped")
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["images"] == [] and report["summary"]["failed"] == ["broken"]
 
 
 def test_bundled_samples_are_cropped_to_the_demo_size():

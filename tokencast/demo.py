@@ -122,14 +122,26 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def summarize(rows: list[dict]) -> dict[str, Any]:
+def summarize(rows: list[dict], failed: list[dict] | None = None) -> dict[str, Any]:
+    """Totals and means. Quality means are over the frames the cloud received (a lost frame has no
+    picture to score); ``lost`` names the others so that no mean hides them."""
     keys = ("width", "height", "bytes", "bpp", "kept_ratio", "lost_ratio", "psnr", "ms_ssim", "fragments_sent",
             "fragments_lost", "encode_ms", "edge_ms", "restore_ms")
     return {"images": len(rows), "received": sum(r["received"] for r in rows),
+            "lost": [r["name"] for r in rows if not r["received"]],
+            "failed": [f["name"] for f in failed or []],
+            "quality_over": "received frames",
             "total_bytes": sum(r["bytes"] for r in rows),
             "fragments_sent": sum(r["fragments_sent"] for r in rows),
             "fragments_lost": sum(r["fragments_lost"] for r in rows),
             "mean": {k: _mean(rows, k) for k in keys}}
+
+
+def _image_errors() -> tuple[type[BaseException], ...]:
+    """What fails one picture and not the run: skipped, logged, recorded under ``failed``."""
+    from edge.sampler import BudgetTooSmall
+
+    return (ImageInputError, BudgetTooSmall)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,24 +151,46 @@ def run(args: argparse.Namespace) -> int:
     out = Outputs(args.out)
     out.prepare()
     key_file, key = out.write_key(DEVICE_ID)
-    with open_link(args.link, mtu=args.mtu, device_id=DEVICE_ID) as link, Session(args, out, key) as session:
-        log.info("%d images, budget %.3f bpp, link %s, channel %s%s, mtu %d", len(images), args.budget_bpp,
-                 link.name, args.channel, "" if args.channel == "none" else f" at {args.snr:g} dB", args.mtu)
-        with tqdm(images, desc="demo", unit="image") as bar:  # closed (newline) before any error line
-            rows = [session.send(i + 1, im, link) for i, im in enumerate(bar)]
+    rows: list[dict] = []
+    failed: list[dict] = []
     report = {"device_id": DEVICE_ID, "key_file": str(key_file), "link": args.link, "channel": args.channel,
               "snr_db": None if args.channel == "none" else args.snr, "mtu": args.mtu,
-              "budget_bpp": args.budget_bpp, "random_init": args.random_init, "images": rows,
-              "summary": summarize(rows)}
-    (out.root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    m = report["summary"]["mean"]
+              "budget_bpp": args.budget_bpp, "random_init": args.random_init, "images": rows, "failed": failed}
+    try:
+        with open_link(args.link, mtu=args.mtu, device_id=DEVICE_ID) as link, Session(args, out, key) as session:
+            log.info("%d images, budget %.3f bpp, link %s, channel %s%s, mtu %d", len(images), args.budget_bpp,
+                     link.name, args.channel, "" if args.channel == "none" else f" at {args.snr:g} dB", args.mtu)
+            per_image = _image_errors()
+            with tqdm(images, desc="demo", unit="image") as bar:  # closed (newline) before any error line
+                for i, im in enumerate(bar):
+                    try:
+                        rows.append(session.send(i + 1, im, link))
+                    except per_image as exc:  # one picture fails; the others still run
+                        log.error("%s: skipped: %s", im.name, exc)
+                        failed.append({"name": im.name, "path": None if im.path is None else str(im.path),
+                                       "error": type(exc).__name__, "message": str(exc)})
+    finally:  # whatever was done is written, also when a link or a model fails half-way
+        report["summary"] = summarize(rows, failed)
+        (out.root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    summary = report["summary"]
+    m = summary["mean"]
     print(f"tokencast demo: {len(rows)} images -> {out.root}/ (report.json, reconstructions/, side_by_side/, packets/)")
-    print(f"  mean {m['bytes']:.0f} B, {m['bpp']:.4f} bpp, kept {100 * m['kept_ratio']:.1f}%, "
-          f"PSNR {_fmt(m['psnr'], '.2f')} dB, MS-SSIM {_fmt(m['ms_ssim'], '.4f')}; "
-          f"fragments lost {report['summary']['fragments_lost']}/{report['summary']['fragments_sent']}")
+    if rows:
+        print(f"  mean {m['bytes']:.0f} B, {m['bpp']:.4f} bpp, kept {100 * m['kept_ratio']:.1f}%, "
+              f"PSNR {_fmt(m['psnr'], '.2f')} dB, MS-SSIM {_fmt(m['ms_ssim'], '.4f')} over {summary['received']} "
+              f"received; fragments lost {summary['fragments_lost']}/{summary['fragments_sent']}")
+    if summary["lost"]:
+        print(f"  {len(summary['lost'])} of {len(rows)} frames lost (no fragment reached the cloud; not in the "
+              f"means): {', '.join(summary['lost'])}")
+    if failed:
+        print(f"  {len(failed)} of {len(images)} images skipped (see report.json \"failed\"): "
+              f"{', '.join(f['name'] for f in failed)}")
     if rows:
         print(f"  inspect a packet: tokencast packet inspect {out.packets / rows[0]['name']}.bin --key-file {key_file}")
-    return 0
+        return 0
+    print(f"tokencast demo: nothing sent: {len(failed)} of {len(images)} images skipped (reasons above and in "
+          f"{out.root / 'report.json'})", file=sys.stderr)
+    return 2
 
 
 def _fmt(x: float | None, spec: str) -> str:

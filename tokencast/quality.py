@@ -26,7 +26,8 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float | None, str]:
     side = min(a.shape[:2])
     if side < SSIM_WINDOW:
         return None, f"none (smaller than {SSIM_WINDOW} px)"
-    x, y = (torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None].double() for v in (a, b))
+    # np.array copies: pixels read from PIL are often read-only, which torch warns about
+    x, y = (torch.from_numpy(np.array(v, dtype=np.float64)).permute(2, 0, 1)[None] for v in (a, b))
     if side >= MS_SSIM_MIN_SIDE:
         return float(_ms_ssim(x, y, data_range=255.0)), "ms-ssim"
     return float(_ssim(x, y, data_range=255.0)), f"ssim (smaller than {MS_SSIM_MIN_SIDE} px: too small for MS-SSIM)"

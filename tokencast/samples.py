@@ -30,8 +30,30 @@ class ImageInputError(ValueError):
 
 @dataclass
 class DemoImage:
+    """One picture of the run. A folder's files are read when ``rgb`` is first asked for, so an
+    unreadable file fails that image alone (the demo skips and records it) and a big folder is
+    not all in memory at once."""
+
     name: str  # unique, safe as a file stem
-    rgb: np.ndarray  # uint8 (H, W, 3)
+    _rgb: np.ndarray | None = None  # uint8 (H, W, 3)
+    path: Path | None = None
+
+    @property
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            if self.path is None:
+                raise ImageInputError(f"{self.name}: no pixels and no file")
+            return read_image(self.path)
+        return self._rgb
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 pixels of one file, scaled down to what the wire allows; ImageInputError if unreadable."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(_fit(im.convert("RGB"), path.name))
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageInputError(f"{path}: cannot read image ({exc})") from None
 
 
 def _safe_stem(name: str, taken: set[str]) -> str:
@@ -83,13 +105,5 @@ def folder_images(directory: Path, limit: int | None = None) -> list[DemoImage]:
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
     if not files:
         raise ImageInputError(f"{directory}: no images ({', '.join(EXTENSIONS)})")
-    out: list[DemoImage] = []
     taken: set[str] = set()
-    for path in files[:limit]:
-        try:
-            with Image.open(path) as im:
-                rgb = np.asarray(_fit(im.convert("RGB"), path.name))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise ImageInputError(f"{path}: cannot read image ({exc})") from None
-        out.append(DemoImage(_safe_stem(path.stem, taken), rgb))
-    return out
+    return [DemoImage(_safe_stem(path.stem, taken), path=path) for path in files[:limit]]
