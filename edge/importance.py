@@ -1,10 +1,19 @@
 """Category-aware semantic scores on the token grid: which tokens show something that matters.
 
-Each instance contributes ``class weight x detection confidence x mask coverage`` to the tokens
-under it (coverage = fraction of the token's 8x8 patch inside the mask); overlapping instances
-take the maximum. Small objects must survive: every instance's most-covered token(s) get the
-instance's full ``weight x confidence``, so a car of three tokens in a drone view ranks with
-the middle of a large one instead of vanishing under a coverage of 0.2.
+Each instance contributes ``class weight x detection confidence x mask coverage x size factor``
+to the tokens under it (coverage = fraction of the token's 8x8 patch inside the mask);
+overlapping instances take the maximum. The class weights come from ``[pipeline.importance]``
+(people 1.0, vehicles 0.9, animals 0.6, anything else 0.3 by default).
+
+Why a size factor: under a tight budget the semantic tokens are kept in score order, and a
+person filling half the frame would otherwise take every byte before a small far one got any.
+An object covering more than ``size_ref_tokens`` tokens has each token discounted by
+``(size_ref_tokens / tokens) ** size_exponent`` (a 1024-token object at the defaults: 0.5), so the
+small object's tokens come first and the large one is still kept before the background.
+Why ``min_tokens``: a small far object must stay recognisable, which one kept token does not
+achieve; its ``min_tokens`` most-covered tokens get the full ``weight x confidence``, so a car
+of three tokens in a drone view ranks with the middle of a large one instead of vanishing under
+a coverage of 0.2.
 """
 
 from __future__ import annotations
@@ -33,8 +42,16 @@ class ImportanceConfig:
     class_weights: dict[str, float] = field(default_factory=default_class_weights)
     default_weight: float = 0.3  # any other detected thing; the background is always 0
     min_score: float = 0.02  # weaker tokens count as background (the peak tokens are exempt)
+    min_tokens: int = 4  # each object's best-covered tokens that get its full weight x confidence
+    size_ref_tokens: float = 64.0  # objects up to this many tokens are not discounted
+    size_exponent: float = 0.25  # 0 = no size discount
 
     def __post_init__(self) -> None:
+        if self.min_tokens < 1:
+            raise ValueError(f"min_tokens must be >= 1, got {self.min_tokens}")
+        if self.size_ref_tokens <= 0 or not 0.0 <= self.size_exponent <= 1.0:
+            raise ValueError("size_ref_tokens must be > 0 and size_exponent in [0, 1], got "
+                             f"{self.size_ref_tokens}, {self.size_exponent}")
         for name, w in self.class_weights.items():
             if not 0.0 <= w <= 1.0:
                 raise ValueError(f"class_weights.{name} must be in [0, 1], got {w}")
@@ -77,13 +94,19 @@ def semantic_scores(
         r0, c0, cov = token_coverage(inst.mask, inst.box, grid_h, grid_w, factor)
         rows, cols = cov.shape
         view = score[r0 : r0 + rows, c0 : c0 + cols]
-        np.maximum(view, base * cov, out=view)
-        top = cov.max()
-        if top > 0:
-            peak = cov >= top - 1e-6
+        size = float(cov.sum())
+        discount = min(1.0, (config.size_ref_tokens / size) ** config.size_exponent) if size > 0 else 1.0
+        np.maximum(view, base * discount * cov, out=view)
+        peak = np.zeros(cov.size, bool)
+        if size > 0:  # the min_tokens best-covered tokens, ties to the ones nearest the box centre
+            rr, cc = np.divmod(np.arange(cov.size), cols)
+            centre = (rr - (rows - 1) / 2) ** 2 + (cc - (cols - 1) / 2) ** 2
+            order = np.lexsort((np.arange(cov.size), centre, -cov.ravel()))
+            k = min(config.min_tokens, int((cov > 0).sum()))
+            peak[order[:k]] = True
         else:  # no mask pixels (a sliver box): the token at the box centre stands in
-            peak = np.zeros_like(cov, bool)
-            peak[rows // 2, cols // 2] = True
+            peak[(rows // 2) * cols + cols // 2] = True
+        peak = peak.reshape(cov.shape)
         view[peak] = np.maximum(view[peak], base)
         peaks[r0 : r0 + rows, c0 : c0 + cols] |= peak
     score[(score < config.min_score) & ~peaks] = 0.0

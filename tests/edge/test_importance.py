@@ -27,7 +27,9 @@ def test_class_weights_confidence_and_coverage():
     s = semantic_scores([inst("person", 1.0, 0, 0, 16, 16), inst("car", 0.5, 32, 32, 48, 44)], GH, GW)
     assert s[:2, :2] == pytest.approx(1.0)
     assert s[4:6, 4] == pytest.approx(0.45)  # 0.9 x 0.5, fully covered
-    assert s[4, 5] == pytest.approx(0.225)  # half covered
+    assert s[4, 5] == pytest.approx(0.45)  # half covered, but one of the car's min_tokens = 4 best tokens
+    one = semantic_scores([inst("car", 0.5, 32, 32, 48, 44)], GH, GW, config=ImportanceConfig(min_tokens=1))
+    assert one[4, 5] == pytest.approx(0.225) and one[4, 4] == pytest.approx(0.45)
     assert s[0, 5] == 0 and s.dtype == np.float32
     assert semantic_scores([inst("sky", 1.0, 0, 0, 64, 96)], GH, GW, config=ImportanceConfig(default_weight=0)).max() == 0
 
@@ -93,3 +95,18 @@ def test_recoverability_with_and_without_scorer(graphs, build, tmp_path, caplog)
     with pytest.raises(BackendError, match="not found"):
         Recoverability(RecoverabilityConfig(scorer=tmp_path / "none.onnx", require_scorer=True)).load()
     assert np.array_equal(fuse(p0, None, 0.7), p0)
+
+
+def test_large_objects_are_discounted_and_small_ones_keep_min_tokens():
+    gh, gw = 40, 60
+    h, w = gh * F, gw * F
+    big = inst("person", 1.0, 0, 0, 256, 256, h, w)  # 32 x 32 = 1024 tokens
+    far = inst("person", 1.0, 300, 400, 310, 406, h, w)  # 10 x 6 px, straddling 2 x 1 tokens
+    s = semantic_scores([big, far], gh, gw)
+    assert s[10, 10] == pytest.approx((64 / 1024) ** 0.25)  # 0.5 inside the big one
+    assert (s[:32, :32] == 1.0).sum() == 4  # its four centre tokens keep the full score
+    assert s[37:39, 50].min() == pytest.approx(1.0)  # the far one outranks the big one's interior
+    flat = semantic_scores([big, far], gh, gw, config=ImportanceConfig(size_exponent=0.0))
+    assert flat[10, 10] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="min_tokens"):
+        ImportanceConfig(min_tokens=0)

@@ -189,3 +189,79 @@ def test_colour_mask_follows_a_distinct_object(cls):
     inter, union = (m & blob).sum(), (m | blob).sum()
     assert inter / union > 0.8
     assert inter / union > (blob.sum() / (60 * 90)) + 0.2  # well above the box's own IoU
+
+
+def test_config_class_weights_change_the_kept_tokens(graphs, astronaut):
+    from edge.pipeline import EdgePipeline, PipelineConfig
+    from edge.sampler import BudgetConfig
+    from link.config import from_dict
+
+    def kept(weights: dict[str, float]):
+        cfg = from_dict(PipelineConfig, {"importance": {"class_weights": weights, "default_weight": 0.0}})
+        cfg.encoder, cfg.budget = graphs["encoder"], BudgetConfig("bytes", 700)
+        cfg.recoverability.scorer = graphs["scorer"]
+        with EdgePipeline.from_config(cfg) as pipe:
+            assert pipe.config.segmenter.backend == "yolox"
+            return pipe.select(astronaut)
+
+    people, nobody = kept({"person": 1.0}), kept({"person": 0.0})
+    person = next(i for i in people.instances if i.class_name == "person")
+    x1, y1, x2, y2 = (int(v) // 8 for v in person.box)
+    inside = np.zeros_like(people.kept)
+    inside[y1 : y2 + 1, x1 : x2 + 1] = True
+    assert people.n_semantic > 0 and nobody.n_semantic == 0
+    share = (people.kept & inside).sum() / people.kept.sum(), (nobody.kept & inside).sum() / nobody.kept.sum()
+    assert share[0] > share[1] + 0.2  # the person's tokens win the budget only when people weigh
+
+
+def test_edge_service_runs_with_the_default_detector(tmp_path, build, astronaut):
+    import threading
+
+    from PIL import Image
+
+    from edge.assemble import build_service
+    from edge.config import load_edge_config
+    from edge.service import RunLimits
+    from link.packet import open_fragment
+    from link.security import KeyStore, Opener
+    from link.transports.loopback import channel
+
+    key = bytes(range(16))
+    build.encoder(tmp_path / "encoder.onnx")
+    (tmp_path / "cam").mkdir()
+    Image.fromarray(astronaut).save(tmp_path / "cam" / "000.png")
+    (tmp_path / "5.key").write_text(key.hex())
+    (tmp_path / "5.key").chmod(0o600)
+    name = f"edge-yolox-{tmp_path.name}"
+    (tmp_path / "edge.toml").write_text(f"""
+[device]
+id = 5
+key_file = "5.key"
+[capture]
+source = "images"
+[capture.images]
+path = "cam"
+[pipeline]
+encoder = "{tmp_path / 'encoder.onnx'}"
+[pipeline.recoverability]
+scorer = "{tmp_path / 'no-scorer.onnx'}"
+[pipeline.budget]
+unit = "bytes"
+value = 400.0
+[outbox]
+path = "state/outbox.sqlite"
+[transport]
+type = "loopback"
+[transport.loopback]
+channel = "{name}"
+""")
+    cfg = load_edge_config(tmp_path / "edge.toml")
+    assert cfg.pipeline.segmenter.backend == "yolox"
+    with build_service(cfg, threading.Event()) as service:
+        assert service.run(RunLimits(max_frames=1, drain_timeout_s=10)) == 0
+    got = []
+    while (data := channel(name).cloud.recv(timeout=0)) is not None:
+        got.append(data)
+    assert got and sum(len(d) for d in got) <= 400
+    opener = Opener(KeyStore({5: key}))
+    assert {open_fragment(d, opener).header.counter for d in got} == {1}
