@@ -20,6 +20,8 @@ from models.registry import ModelNotFound, files_for
 from models.restore import RestoreConfig, Restorer
 from models.tokenizer import TokenizerConfig, VQTokenizer
 
+V1_TOKEN_PARTS = ("encoder.", "quantizer.")  # what decides v1 token ids
+
 log = logging.getLogger(__name__)
 
 
@@ -43,10 +45,15 @@ def load_tokenizer(tokenizer_id: int = 1, device: str | None = None, random_init
     return tok.eval().to(pick_device(device))
 
 
-def load_maskgit(tokenizer_id: int = 1, device: str | None = None, random_init: bool = False) -> MaskGIT:
+RANDOM_MASKGIT = MaskGITConfig(depth=2, dim=64, heads=4)  # random_init: small, for tests and CI
+
+
+def load_maskgit(tokenizer_id: int = 1, device: str | None = None, random_init: bool = False,
+                 random_cfg: MaskGITConfig = RANDOM_MASKGIT) -> MaskGIT:
+    """The shipped restorer of ``tokenizer_id``, or one built from ``random_cfg`` (``random_init``)."""
     files = files_for(tokenizer_id)
     if random_init:
-        model = MaskGIT(MaskGITConfig(depth=2, dim=64, heads=4))
+        model = MaskGIT(random_cfg)
     else:
         path = files.path("maskgit")
         if not path.exists():
@@ -57,14 +64,29 @@ def load_maskgit(tokenizer_id: int = 1, device: str | None = None, random_init: 
     return model.eval().to(pick_device(device))
 
 
-def check_pair(tokenizer_id: int, tok: VQTokenizer) -> None:
-    """Refuse a restorer trained on another tokenizer's tokens: it would restore garbage quietly."""
+def check_pair(tokenizer_id: int, tok: torch.nn.Module, prefixes: tuple[str, ...] = V1_TOKEN_PARTS) -> None:
+    """Refuse a restorer trained on another tokenizer's tokens: it would restore garbage quietly.
+
+    ``prefixes``: the tokenizer's parameters that decide what the restorer sees (for v2 the
+    coarse head too)."""
     from models.train_maskgit import encoder_fingerprint
 
     expected = read_metadata(files_for(tokenizer_id).path("maskgit")).get("tokenizer_fingerprint")
-    actual = encoder_fingerprint(tok)
+    actual = encoder_fingerprint(tok, prefixes)
     if expected is not None and expected != actual:
         raise ModelNotFound(f"MaskGIT weights were trained on tokenizer {expected}, shipped tokenizer is {actual}")
+
+
+def merge_latents(codes: torch.Tensor, lat: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Token codes (1, D, h, w) and the restorer's regressed vectors (h, w, D), NaN where it
+    estimated nothing -> (codes with the estimates in place, (1, 1, h, w) map: 1 where the code
+    is a token's own, 0 where estimated), or None when nothing was estimated. The decoder is told
+    which codes are estimates so it can render them as such."""
+    if lat is None or not np.isfinite(lat).any():
+        return None
+    lt = torch.from_numpy(np.ascontiguousarray(lat, dtype=np.float32)).permute(2, 0, 1)[None].to(codes.device)
+    est = torch.isfinite(lt)
+    return torch.where(est, lt, codes), (~est[:, :1]).to(codes.dtype)
 
 
 class TokenCodec:
@@ -106,7 +128,7 @@ class TokenCodec:
         out = []
         for g, size in zip(grids, sizes):
             idx = torch.from_numpy(np.asarray(g, dtype=np.int64))[None].to(self.device)
-            out.append(_to_uint8(self.tokenizer.decode(idx, size=size)[0]))
+            out.append(to_uint8(self.tokenizer.decode(idx, size=size)[0]))
         return out
 
     @torch.no_grad()
@@ -116,13 +138,11 @@ class TokenCodec:
         out = []
         for g, lat, size in zip(grids, latents, sizes):
             idx = torch.from_numpy(np.asarray(g, dtype=np.int64))[None].to(self.device)
-            if lat is None or not np.isfinite(lat).any():  # nothing restored: the plain token decode
-                out.append(_to_uint8(self.tokenizer.decode(idx, size=size)[0]))
-                continue
-            lt = torch.from_numpy(np.ascontiguousarray(lat, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)
-            est = torch.isfinite(lt)
-            q = torch.where(est, lt, self.tokenizer.quantizer.lookup(idx))
-            out.append(_to_uint8(self.tokenizer.decode_codes(q, (~est[:, :1]).float(), size)[0]))
+            merged = merge_latents(self.tokenizer.quantizer.lookup(idx), lat)
+            if merged is None:  # nothing restored: the plain token decode
+                out.append(to_uint8(self.tokenizer.decode(idx, size=size)[0]))
+            else:
+                out.append(to_uint8(self.tokenizer.decode_codes(*merged, size)[0]))
         return out
 
     def reconstruct(self, grids: list[np.ndarray], known: list[np.ndarray], sizes: list[tuple[int, int]],
@@ -132,5 +152,5 @@ class TokenCodec:
         return tokens, self.decode_latents(tokens, latents, sizes)
 
 
-def _to_uint8(y: torch.Tensor) -> np.ndarray:
+def to_uint8(y: torch.Tensor) -> np.ndarray:
     return (y.permute(1, 2, 0).cpu().numpy() * 255).round().clip(0, 255).astype(np.uint8)

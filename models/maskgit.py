@@ -35,6 +35,12 @@ class MaskGITConfig:
     # residual (0: off). Interpolation alone already beats nearest-token fill by about 1 dB; the
     # transformer then only has to learn what interpolation gets wrong, which few CPU steps can.
     interp_sigma: float = 0.0
+    # Channels of tokenizer v2's coarse layer the model is conditioned on (0: none, as v1). The
+    # coarse f16 values are always sent, so over the parts of the frame where no fine token was
+    # sent they are the only evidence there is; they enter bilinearly upsampled to the fine grid
+    # (``coarse_to_fine``) through zero-initialised projections, so a v1 model loads and starts
+    # exactly as it was.
+    coarse_channels: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +52,19 @@ class MaskGITConfig:
     @property
     def mask_id(self) -> int:
         return self.codebook_size
+
+
+def coarse_to_fine(values: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Coarse values (N, C, hc, wc) at twice the fine cell size -> (N, C, h, w) on the fine grid.
+
+    Bilinear (half-cell aligned) rather than nearest so each fine cell also gets where it sits in
+    its coarse cell from the values themselves: the restorer runs on windows at any offset, where
+    position parity is not something a learned position embedding can see. Computed over the
+    whole frame before windowing so window borders see the same values as window centres."""
+    if h > 2 * values.shape[-2] or w > 2 * values.shape[-1]:
+        raise ValueError(f"coarse grid {tuple(values.shape[-2:])} is too small for a {h}x{w} fine grid")
+    up = F.interpolate(values.float(), scale_factor=2, mode="bilinear", align_corners=False)
+    return up[..., :h, :w]
 
 
 class Block(nn.Module):
@@ -89,6 +108,19 @@ class MaskGIT(nn.Module):
             self.interp_in = nn.Linear(c.latent_dim + 1, c.dim)
             nn.init.zeros_(self.latent_head.weight)  # type: ignore[union-attr]
             nn.init.zeros_(self.latent_head.bias)  # type: ignore[union-attr]
+        self.coarse_in: nn.Linear | None = None
+        self.coarse_prior: nn.Linear | None = None
+        if c.coarse_channels:
+            self.coarse_in = nn.Linear(c.coarse_channels, c.dim)
+            nn.init.zeros_(self.coarse_in.weight)
+            nn.init.zeros_(self.coarse_in.bias)
+            if self.interp_in is not None:
+                # A direct coarse -> code-vector path, weighted by how few fine codes are known
+                # nearby: far from sent tokens the interpolation prior is a blur of distant codes
+                # and the coarse layer is the better start; zero-initialised.
+                self.coarse_prior = nn.Linear(c.coarse_channels, c.latent_dim)
+                nn.init.zeros_(self.coarse_prior.weight)
+                nn.init.zeros_(self.coarse_prior.bias)
 
     @torch.no_grad()
     def set_codebook(self, codebook: torch.Tensor) -> None:
@@ -118,20 +150,37 @@ class MaskGIT(nn.Module):
         self.tok.weight[:k] = emb * (0.02 / emb.std())
         self.head.weight.copy_(emb * (0.02 / emb.std()))
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.forward_both(ids)[0]
+    def forward(self, ids: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_both(ids, coarse)[0]
 
-    def forward_both(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(logits (N, h, w, K), predicted code vectors (N, h, w, latent_dim) or None)."""
+    def forward_both(self, ids: torch.Tensor,
+                     coarse: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (N, h, w, K), predicted code vectors (N, h, w, latent_dim) or None).
+
+        ``coarse``: (N, C, h, w) coarse values already on the fine grid (``coarse_to_fine``);
+        required by a model with ``coarse_channels`` (pass zeros when none arrived), refused by
+        one without."""
         n, h, w = ids.shape
         if h > self.cfg.max_grid or w > self.cfg.max_grid:
             raise ValueError(f"window {h}x{w} exceeds max_grid {self.cfg.max_grid}; tile it")
+        if (coarse is None) != (self.coarse_in is None):
+            raise ValueError(f"this model takes {self.cfg.coarse_channels or 'no'} coarse channels; "
+                             f"got {'none' if coarse is None else tuple(coarse.shape)}")
         pos = (self.pos_y[:h, None, :] + self.pos_x[None, :w, :]).reshape(h * w, -1)
         x = self.tok(ids.reshape(n, h * w)) + pos
+        cf = None
+        if coarse is not None and self.coarse_in is not None:
+            if coarse.shape != (n, self.cfg.coarse_channels, h, w):
+                raise ValueError(f"coarse {tuple(coarse.shape)} does not match ids {(n, h, w)} with "
+                                 f"{self.cfg.coarse_channels} channels")
+            cf = coarse.to(x.dtype).permute(0, 2, 3, 1)  # (N, h, w, C)
+            x = x + self.coarse_in(cf).reshape(n, h * w, -1)
         prior = None
         if self.interp_in is not None:
             prior, density = self.interpolated_codes(ids)
             x = x + self.interp_in(torch.cat([prior, density], dim=-1)).reshape(n, h * w, -1)
+            if cf is not None and self.coarse_prior is not None:
+                prior = prior + (1 - density) * self.coarse_prior(cf)
         x = self.drop(x)
         for blk in self.blocks:
             x = blk(x)

@@ -6,6 +6,10 @@ windows the transformer was trained on, all windows of all images go through the
 batch, and each cell takes its logits from the window it sits most centrally in. Then the next
 Halton-ordered slice of each image's unknown cells is fixed. Known cells are never touched and
 the mask id can never be produced (the head has no output for it).
+
+A model conditioned on tokenizer v2's coarse layer (``MaskGITConfig.coarse_channels``) also gets
+each image's coarse values: upsampled to the fine grid once per image, then cut into exactly the
+same windows as the token grid, so a window's coarse values are those under its tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 
 from models.halton import masked_halton_order, reveal_counts
-from models.maskgit import MaskGIT
+from models.maskgit import MaskGIT, coarse_to_fine
 
 
 @dataclass(frozen=True)
@@ -103,16 +107,41 @@ class Restorer:
         # Models driven through an adapter (public checkpoints) have no latent head.
         return getattr(self.model, "latent_head", None) is not None and self.cfg.latents != "tokens"
 
-    def restore(self, grids: list[np.ndarray], known: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    @property
+    def coarse_channels(self) -> int:
+        return int(getattr(self.model.cfg, "coarse_channels", 0))
+
+    def restore(self, grids: list[np.ndarray], known: list[np.ndarray], seed: int = 0,
+                coarse: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """Fill the unknown cells of each (h, w) int grid; cells where ``known`` is True are kept."""
-        return self.restore_with_latents(grids, known, seed)[0]
+        return self.restore_with_latents(grids, known, seed, coarse)[0]
+
+    def _fine_coarse(self, grids: list[np.ndarray], coarse: list[np.ndarray] | None) -> list[torch.Tensor | None]:
+        """Per image, the coarse values (C, hc, wc) on its fine grid (C, h, w), or None (v1 model)."""
+        c = self.coarse_channels
+        if not c:
+            if coarse is not None:
+                raise ValueError("this restorer's model takes no coarse layer; pass coarse=None")
+            return [None] * len(grids)
+        if coarse is None or len(coarse) != len(grids):
+            raise ValueError(f"this restorer's model is conditioned on a {c}-channel coarse layer: pass one "
+                             "(C, ceil(h/2), ceil(w/2)) array of coarse values per grid (zeros where none arrived)")
+        out: list[torch.Tensor | None] = []
+        for i, (g, v) in enumerate(zip(grids, coarse)):
+            v = np.asarray(v, dtype=np.float32)
+            if v.ndim != 3 or v.shape[0] != c:
+                raise ValueError(f"image {i}: coarse values {v.shape}, expected ({c}, hc, wc)")
+            t = torch.from_numpy(np.ascontiguousarray(v))[None].to(self.device)
+            out.append(coarse_to_fine(t, *np.shape(g))[0])
+        return out
 
     @torch.no_grad()
-    def restore_with_latents(self, grids: list[np.ndarray], known: list[np.ndarray],
-                             seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    def restore_with_latents(self, grids: list[np.ndarray], known: list[np.ndarray], seed: int = 0,
+                             coarse: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         """Restored token grids and, when the model regresses code vectors, a (h, w, D) float32
         array per image holding its estimate at unknown cells (known cells: NaN, so a caller can
-        never mistake them for the true code)."""
+        never mistake them for the true code). ``coarse``: per image the (C, ceil(h/2),
+        ceil(w/2)) coarse *values* for a model conditioned on them, else None."""
         if len(grids) != len(known):
             raise ValueError("grids and known masks differ in number")
         cfg = self.cfg
@@ -128,6 +157,7 @@ class Restorer:
             plans.append({"order": order, "counts": counts, "done": 0, **self._tiling(*g.shape),
                           "gen": torch.Generator().manual_seed(seed * 1000003 + i)})
             cur.append(ids)
+        fine_coarse = self._fine_coarse(grids, coarse)
         want_lat = self.regresses_latents
         lats: list[np.ndarray | None] = [
             np.full((*g.shape, self.model.cfg.latent_dim), np.nan, dtype=np.float32) if want_lat else None
@@ -137,7 +167,8 @@ class Restorer:
             active = [i for i, p in enumerate(plans) if step < len(p["counts"])]
             # "first" reads code vectors from the first pass only; later passes need just logits.
             read = want_lat and (self.cfg.latents == "reveal" or step == 0)
-            logits, latents = self._window_logits([cur[i] for i in active], [plans[i] for i in active], read)
+            logits, latents = self._window_logits([cur[i] for i in active], [plans[i] for i in active], read,
+                                                  [fine_coarse[i] for i in active])
             for i, lg, lt in zip(active, logits, latents):
                 p = plans[i]
                 if step == 0 and lt is not None and self.cfg.latents == "first":
@@ -157,19 +188,24 @@ class Restorer:
         return out, lats
 
     @torch.no_grad()
-    def logits(self, ids: np.ndarray) -> torch.Tensor:
+    def logits(self, ids: np.ndarray, coarse: np.ndarray | None = None) -> torch.Tensor:
         """One model pass over a (h, w) grid holding ``mask_id`` at unknown cells -> (h, w, K)."""
-        return self._window_logits([np.asarray(ids, dtype=np.int64)], [self._tiling(*ids.shape)], False)[0][0]
+        ids = np.asarray(ids, dtype=np.int64)
+        fc = self._fine_coarse([ids], None if coarse is None else [coarse])
+        return self._window_logits([ids], [self._tiling(*ids.shape)], False, fc)[0][0]
 
     def _tiling(self, h: int, w: int) -> dict:
         wh, ww = min(self.cfg.window, h), min(self.cfg.window, w)
         ys, xs = tile_starts(h, wh, self.cfg.overlap), tile_starts(w, ww, self.cfg.overlap)
         return {"ys": ys, "xs": xs, "win": (wh, ww), "owner": owner_map(h, w, ys, xs, wh, ww)}
 
-    def _window_logits(self, ids: list[np.ndarray], plans: list[dict],
-                       with_latents: bool) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    def _window_logits(self, ids: list[np.ndarray], plans: list[dict], with_latents: bool,
+                       coarse: list[torch.Tensor | None] | None = None,
+                       ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Per image, (h, w, K) logits (and, ``with_latents``, the (h, w, D) regressed code
-        vectors) assembled from its windows; windows of all images batched."""
+        vectors) assembled from its windows; windows of all images batched. ``coarse``: per image
+        (C, h, w) coarse values on the fine grid, windowed like the tokens."""
+        coarse = coarse if coarse is not None else [None] * len(ids)
         groups: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
         for j, p in enumerate(plans):
             for a, y in enumerate(p["ys"]):
@@ -184,7 +220,13 @@ class Restorer:
                 chunk = tiles[s : s + self.cfg.max_tiles_per_batch]
                 batch = np.stack([ids[j][y : y + wh, x : x + ww] for j, _, y, x in chunk])
                 inp = torch.from_numpy(batch).to(self.device)
-                lg, lt = self.model.forward_both(inp) if d else (self.model(inp), None)
+                cw = None
+                if coarse[chunk[0][0]] is not None:
+                    cw = torch.stack([coarse[j][:, y : y + wh, x : x + ww] for j, _, y, x in chunk])  # type: ignore[index]
+                if cw is None:  # keep the one-argument call: public adapters take no coarse layer
+                    lg, lt = self.model.forward_both(inp) if d else (self.model(inp), None)
+                else:
+                    lg, lt = self.model.forward_both(inp, cw) if d else (self.model(inp, cw), None)
                 for n, (j, t, y, x) in enumerate(chunk):
                     own = torch.from_numpy(plans[j]["owner"][y : y + wh, x : x + ww] == t).to(self.device)
                     region = out[j][y : y + wh, x : x + ww]

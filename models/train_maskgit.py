@@ -57,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def encoder_fingerprint(tok: VQTokenizer) -> str:
-    """Hash of everything that decides token ids, so a restorer can be matched to its tokenizer."""
+def encoder_fingerprint(tok: torch.nn.Module, prefixes: tuple[str, ...] = ("encoder.", "quantizer.")) -> str:
+    """Hash of everything that decides token ids, so a restorer can be matched to its tokenizer.
+
+    ``prefixes``: the state-dict entries that decide them (tokenizer v2 adds its coarse head)."""
     h = hashlib.sha256()
     for name, t in sorted(tok.state_dict().items()):
-        if name.startswith(("encoder.", "quantizer.")):
+        if name.startswith(prefixes):
             h.update(name.encode())
             h.update(t.detach().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
