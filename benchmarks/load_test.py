@@ -242,14 +242,16 @@ class Camera:
     """One simulated device: a capture thread at ``rate`` frames/s into a bounded outbox, a sender."""
 
     def __init__(self, device_id: int, port: int, workdir: Path, *, outbox_frames: int = 200,
-                 policy: str = "drop-oldest", image: int = IMAGE, mtu: int = MTU) -> None:
+                 policy: str = "drop-oldest", image: int = IMAGE, mtu: int = MTU,
+                 require_subscriber: bool = True) -> None:
         self.device_id, self.image, self.mtu = device_id, image, mtu
         self.sealer = Sealer(device_key(device_id), device_id)
         self.outbox = Outbox(workdir / f"outbox-{device_id}.sqlite", max_frames=outbox_frames,
                              policy=policy)  # type: ignore[arg-type]
         self.stop = threading.Event()
         cfg = MqttConfig(host=LOOPBACK, port=port, device_id=device_id, client_id=f"tokencast-cam-{device_id}",
-                         publish_timeout_s=10, reconnect_min_s=1, reconnect_max_s=2)
+                         publish_timeout_s=10, reconnect_min_s=1, reconnect_max_s=2,
+                         require_subscriber=require_subscriber)
 
         def open_transport():
             from link.transports.mqtt import MqttPublisher

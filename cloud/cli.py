@@ -81,23 +81,38 @@ def serve(cfg: cloud_config.CloudConfig) -> int:
     if cfg.metrics.enabled:
         metrics.serve(cfg.metrics.host, cfg.metrics.port)
     store = make_store(cfg.store)
-    source = None
+    source = keeper = None
+    clean = False
     try:
         worker = build_worker(cfg, store=store, metrics=metrics)
-        log.info("worker %s: tokenizers %s on %s, store %s", worker.owner, sorted(worker.codecs),
-                 cfg.model.device, cfg.store.path)
+        log.info("worker %s: tokenizers %s on %s, store %s %s", worker.owner, sorted(worker.codecs),
+                 cfg.model.device, cfg.store.type, cfg.store.describe())
         if cfg.source == "mqtt":
+            from cloud.sessions import SessionKeeper, mqtt_adopter
             from link.transports import TransportConfig, make_transport
 
-            source = make_transport(TransportConfig(type="mqtt", mqtt=cfg.broker.to_mqtt()))
-            log.info("consuming %s as %s", cfg.broker.to_mqtt().shared_subscription(),
-                     cfg.broker.effective_client_id())
+            mqtt = cfg.broker.to_mqtt()
+            keeper = SessionKeeper(store, mqtt.client_id, worker.owner, heartbeat_s=cfg.broker.heartbeat_s,
+                                   adopt_after_s=cfg.broker.adopt_after_s,
+                                   adopt=mqtt_adopter(worker, mqtt, max_s=cfg.broker.leave_timeout_s))
+            keeper.register()  # ClientIdClash before touching the broker: the session stays with its holder
+            source = make_transport(TransportConfig(type="mqtt", mqtt=mqtt))
+            keeper.start(stop)
+            log.info("consuming %s as %s", mqtt.shared_subscription(), mqtt.client_id)
         start_dashboard(cfg, store, stop)
         worker.run(stop, source)  # type: ignore[arg-type]
+        clean = True
     finally:
         stop.set()
+        if keeper is not None:
+            keeper.join(30)
         if source is not None:
-            source.close()
+            # a clean stop (SIGTERM, scale-down) leaves the group and ends the session; after a
+            # failure the session is kept, so a restart under the same id resumes it or it is adopted
+            if clean and cfg.broker.leave_timeout_s > 0 and worker.leave(source, max_s=cfg.broker.leave_timeout_s):
+                keeper.release()  # type: ignore[union-attr]
+            else:
+                source.close()
         store.close()
         metrics.close()
     return 0
@@ -117,11 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print(f"tokencast cloud: {args.config}: {p}", file=sys.stderr)
         if not problems:
-            print(f"{args.config}: ok (store {cfg.store.type} at {cfg.store.path}, source {cfg.source}, "
+            print(f"{args.config}: ok (store {cfg.store.type} at {cfg.store.describe()}, source {cfg.source}, "
                   f"batch {cfg.batch.max_batch}/{cfg.batch.max_wait_ms:g} ms, device {cfg.model.device})")
         return 1 if problems else 0
+    from cloud.sessions import ClientIdClash
+    from cloud.store import StoreError
+
     try:
         return serve(cfg)
-    except (LinkError, OSError) as exc:
+    except ClientIdClash as exc:
+        log.error("cloud worker not started: %s", exc)
+        return 2
+    except (LinkError, StoreError, OSError) as exc:
         log.error("cloud worker stopped: %s", exc)
         return 1

@@ -23,7 +23,9 @@ class BrokerConfig:
 
     host: str = "127.0.0.1"
     port: int = 1883
-    client_id: str = ""  # empty: tokencast-cloud-<host>; keep it stable so a restart resumes the session
+    # empty: tokencast-cloud-<host>-<pid>, unique per process. A fixed id lets a restart resume its
+    # session directly; without one a dead worker's session is adopted by a live one (cloud.sessions)
+    client_id: str = ""
     group: str = "tokencast"  # shared-subscription group: workers in one group split the uplink
     # false: one worker on a plain persistent subscription, which (unlike a shared one on
     # Mosquitto 2.0.11) survives a broker restart; see link/README.md "MQTT"
@@ -32,6 +34,9 @@ class BrokerConfig:
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
     max_inflight: int = 100
+    heartbeat_s: float = 2.0  # session registry heartbeat in the store (cloud.sessions)
+    adopt_after_s: float = 20.0  # a session silent this long is a dead worker's: adopt, drain, end it (0: never)
+    leave_timeout_s: float = 30.0  # on SIGTERM: at most this long staging what the broker still sends
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None
@@ -44,10 +49,16 @@ class BrokerConfig:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1..65535, got {self.port}")
+        if self.heartbeat_s <= 0 or self.adopt_after_s < 0 or self.leave_timeout_s < 0:
+            raise ValueError("heartbeat_s must be > 0, adopt_after_s and leave_timeout_s >= 0")
+        if 0 < self.adopt_after_s < 3 * self.heartbeat_s:
+            raise ValueError(f"adopt_after_s ({self.adopt_after_s:g}) must be at least 3 heartbeats "
+                             f"({3 * self.heartbeat_s:g} s) or 0, else live workers get adopted")
 
     def effective_client_id(self) -> str:
-        # Stable across restarts (no pid): the broker then redelivers this worker's unacked messages.
-        return self.client_id or f"tokencast-cloud-{socket.gethostname()}"
+        # Unique per process: two workers on one host never share a session. A restarted worker
+        # gets a new id; its old session is adopted and drained by a live worker (cloud.sessions).
+        return self.client_id or f"tokencast-cloud-{socket.gethostname()}-{os.getpid()}"
 
     def to_mqtt(self) -> MqttConfig:
         return MqttConfig(

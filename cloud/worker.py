@@ -394,6 +394,45 @@ class Worker:
             self.ingest([Delivery(m.payload, m.ack, 0.0, getattr(m, "device_id", None))  # type: ignore[attr-defined]
                          for m in msgs])
 
+    def drain_source(self, source: MessageSource, *, idle_s: float = 1.0, max_s: float = 30.0) -> int:
+        """Stage and acknowledge whatever ``source`` still delivers until it is quiet for ``idle_s``.
+
+        Used after ``unsubscribe``: the broker stops adding to this session but still sends what
+        it had queued for it. Returns the deliveries taken; stops early while the store fails
+        (those stay unacknowledged with the broker).
+        """
+        taken, deadline = 0, time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            if self._held and not self.retry_held(force=True):
+                break
+            msg = source.recv_message(timeout=idle_s)
+            if msg is None:
+                break
+            msgs = [msg]
+            while len(msgs) < INGEST_CHUNK and (more := source.recv_message(timeout=0)) is not None:
+                msgs.append(more)
+            self.ingest([Delivery(m.payload, m.ack, 0.0, getattr(m, "device_id", None))  # type: ignore[attr-defined]
+                         for m in msgs])
+            taken += len(msgs)
+        return taken
+
+    def leave(self, source: object, *, max_s: float = 30.0) -> bool:
+        """Leave the shared group for good without stranding anything (scale-down, adoption).
+
+        Unsubscribe, stage what the broker still sends, then end the session at the broker
+        (expiry 0) so it stops collecting a share of the stream. If the store fails meanwhile
+        the session is kept (closed normally): the broker keeps the unacknowledged messages
+        for whoever resumes or adopts it. True when the session was ended.
+        """
+        unsubscribed = source.unsubscribe()  # type: ignore[attr-defined]
+        taken = self.drain_source(source, max_s=max_s)  # type: ignore[arg-type]
+        end = unsubscribed and not self._held
+        source.close(end_session=end)  # type: ignore[attr-defined]
+        log.info("left the shared group as %s: %d late deliveries staged, session %s",
+                 getattr(getattr(source, "cfg", None), "client_id", "?"), taken,
+                 "ended" if end else "kept (store failing or unsubscribe unconfirmed)")
+        return end
+
     def batch_loop(self, stop: threading.Event) -> None:
         poll = self.cfg.batch.poll_ms / 1000
         max_wait = self.cfg.batch.max_wait_ms / 1000

@@ -37,6 +37,9 @@ class MqttConfig:
     reconnect_max_s: int = 60
     max_inflight: int = 20
     max_queued: int = 1000
+    # publisher: a PUBACK saying "no matching subscribers" is a failed send (retried from the outbox),
+    # not a delivery; false restores fire-and-forget for brokers that answer 16 by design
+    require_subscriber: bool = True
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None  # read at connect; keeps secrets out of the TOML

@@ -1,7 +1,11 @@
 """MQTT v5 transport (paho-mqtt 2.x): QoS 1, persistent sessions, acknowledged both ways.
 
 Publisher (edge): ``send`` publishes to ``<prefix>/<device_id>/up`` and blocks until the
-broker's PUBACK, so the edge's outbox deletes a frame only once the broker holds it. While the
+broker's PUBACK, so the edge's outbox deletes a frame only once the broker holds it. A PUBACK
+with reason "no matching subscribers" (16) means the broker dropped the message because no
+worker is subscribed (Mosquitto forgets shared subscriptions across its restart until the
+workers resubscribe), so ``send`` raises ``NoSubscriber`` and the outbox keeps the fragment for
+a retry instead of deleting a message nobody received. While the
 connection is down paho queues the message and resends it after the automatic reconnect
 (backoff ``reconnect_min_s``..``reconnect_max_s``); past ``publish_timeout_s`` ``send`` raises
 TransportTimeout and the message may still go out later, so delivery is at least once (the
@@ -12,6 +16,12 @@ Consumer (cloud): subscribes to ``$share/<group>/<prefix>/+/up`` with manual ack
 ``recv_message`` returns a ``Message`` whose ``ack()`` the worker calls after it has stored the
 result; an unacked message is redelivered after a reconnect. Sessions use clean_start=False and
 a session expiry interval, so the broker queues messages for a worker that is briefly away.
+Leaving a shared group for good is ``unsubscribe`` (the broker stops handing this session a
+share), then acknowledging what still arrives, then ``close(end_session=True)``: DISCONNECT with
+session expiry 0, so no orphaned session keeps collecting its share of the stream. The same
+steps end a dead worker's session when another worker connects under its client id
+(``subscribe=False, reconnect=False``). A DISCONNECT with reason "session taken over" (142)
+means another client connected with this client id: logged as an error and counted.
 """
 
 from __future__ import annotations
@@ -33,7 +43,19 @@ from link.errors import TransportError, TransportTimeout
 from link.transports.base import Transport
 from link.transports.config import MqttConfig, TransportConfig
 
+NO_MATCHING_SUBSCRIBERS = 16  # PUBACK reason code (MQTT 5): accepted, delivered to nobody
+SESSION_TAKEN_OVER = 142  # DISCONNECT reason code (MQTT 5): another connection uses this client id
+# Mosquitto 2.0 closes a taken-over connection without saying why, so a clash shows as connections
+# that keep dropping right after they come up: this many in a row, each shorter than FLAP_S
+FLAPS_FOR_CLASH, FLAP_S = 3, 5.0
+
 log = logging.getLogger(__name__)
+
+
+class NoSubscriber(TransportError):
+    """The broker accepted the message but no subscription matched it: nobody received it."""
+
+    reason = "no_subscriber"
 
 
 @dataclass
@@ -73,15 +95,22 @@ def _connect_props(cfg: MqttConfig) -> Properties:
     return props
 
 
+def _reason_value(reason_code: object) -> int:
+    return int(getattr(reason_code, "value", reason_code) or 0)  # type: ignore[call-overload]
+
+
 class _MqttBase(Transport):
     name = "mqtt"
 
-    def __init__(self, cfg: MqttConfig, *, manual_ack: bool) -> None:
+    def __init__(self, cfg: MqttConfig, *, manual_ack: bool, reconnect: bool = True) -> None:
         self.cfg = cfg
         self.client = _make_client(cfg, manual_ack=manual_ack)
         self._connected = threading.Event()
         self._generation = 0  # bumps on each connect: message ids of an older connection are void
         self._closed = False
+        self._reconnect = reconnect
+        self.taken_over = 0  # disconnects because another client connected with this client id
+        self._connected_at, self._flaps = 0.0, 0
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
 
@@ -103,6 +132,7 @@ class _MqttBase(Transport):
             log.warning("MQTT connect refused: %s", reason_code)
             return
         self._generation += 1
+        self._connected_at = time.monotonic()
         self._connected.set()
         self._connected_hook(client)
 
@@ -112,20 +142,38 @@ class _MqttBase(Transport):
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object,
                        properties: object) -> None:
         self._connected.clear()
-        if not self._closed:
-            log.info("MQTT disconnected (%s); reconnecting", reason_code)
+        if self._closed:
+            return
+        self._flaps = self._flaps + 1 if time.monotonic() - self._connected_at < FLAP_S else 0
+        if _reason_value(reason_code) == SESSION_TAKEN_OVER or self._flaps == FLAPS_FOR_CLASH:
+            self.taken_over += 1
+            log.error("MQTT client id %r: session taken over by another connection with the same client id "
+                      "(%s; two processes configured alike, or this session adopted by another worker)",
+                      self.cfg.effective_client_id(), "broker said so" if self._flaps < FLAPS_FOR_CLASH else
+                      f"{self._flaps} connections in a row dropped within {FLAP_S:g} s")
+        if not self._reconnect:
+            self._closed = True
+            client.disconnect()  # stops paho's automatic reconnect
+            return
+        log.info("MQTT disconnected (%s); reconnecting", reason_code)
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def close(self) -> None:
+    def close(self, end_session: bool = False) -> None:
+        """Disconnect; ``end_session`` also tells the broker to drop the session (expiry 0) now."""
         if self._closed:
+            self.client.loop_stop()
             return
         self._closed = True
         try:
             self._before_close()
-            self.client.disconnect()
+            props = None
+            if end_session:
+                props = Properties(PacketTypes.DISCONNECT)
+                props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
         finally:
             self.client.loop_stop()
 
@@ -140,7 +188,13 @@ class MqttPublisher(_MqttBase):
         super().__init__(cfg, manual_ack=False)
         self.topic = cfg.uplink_topic()
         self.client.will_set(cfg.status_topic(), b"offline", qos=1, retain=True)
+        self._puback: dict[int, int] = {}  # mid -> PUBACK reason code, set before the message counts as published
+        self.client.on_publish = self._on_publish
         self._start()
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason_code: object,
+                    properties: object) -> None:
+        self._puback[mid] = _reason_value(reason_code)
 
     def _connected_hook(self, client: mqtt.Client) -> None:
         client.publish(self.cfg.status_topic(), b"online", qos=1, retain=True)
@@ -160,6 +214,9 @@ class MqttPublisher(_MqttBase):
                 if remaining <= 0:
                     raise TransportTimeout(f"no PUBACK for message {info.mid} within {self.cfg.publish_timeout_s} s")
                 info._condition.wait(min(remaining, 0.1))
+        if self._puback.pop(info.mid, 0) == NO_MATCHING_SUBSCRIBERS and self.cfg.require_subscriber:
+            raise NoSubscriber(f"broker {self.cfg.host}:{self.cfg.port} has no subscriber for {self.topic} "
+                               f"(PUBACK reason 16): the message reached nobody; send it again later")
 
     def recv(self, timeout: float | None = None) -> bytes | None:
         raise TransportError("the MQTT publisher only sends; use a consumer to receive")
@@ -172,19 +229,37 @@ class MqttPublisher(_MqttBase):
 class MqttConsumer(_MqttBase):
     """Cloud side: shared subscription, manual acknowledgement."""
 
-    def __init__(self, cfg: MqttConfig) -> None:
-        super().__init__(cfg, manual_ack=True)
+    def __init__(self, cfg: MqttConfig, *, subscribe: bool = True, reconnect: bool = True) -> None:
+        """``subscribe=False, reconnect=False``: resume someone else's session only to drain and end it."""
+        super().__init__(cfg, manual_ack=True, reconnect=reconnect)
         self._queue: queue.Queue[Message] = queue.Queue()
         self.client.on_message = self._on_message
+        self._subscribe = subscribe
         self._subscribed = threading.Event()
+        self._unsubscribed = threading.Event()
         self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_unsubscribe = lambda *a: self._unsubscribed.set()
         self._start()
-        if not self._subscribed.wait(self.cfg.connect_timeout_s):
+        if subscribe and not self._subscribed.wait(self.cfg.connect_timeout_s):
             self.close()
             raise TransportError(f"MQTT subscription to {cfg.shared_subscription()} not acknowledged")
 
     def _connected_hook(self, client: mqtt.Client) -> None:
-        client.subscribe(self.cfg.shared_subscription(), qos=1)
+        if self._subscribe:
+            client.subscribe(self.cfg.shared_subscription(), qos=1)
+
+    def unsubscribe(self, timeout: float | None = None) -> bool:
+        """Leave the (shared) subscription: the broker stops giving this session new messages.
+
+        What it had already queued or sent still arrives; acknowledge it before ``close(end_session=True)``.
+        True once the broker confirmed (UNSUBACK).
+        """
+        self._subscribe = False  # a reconnect from here on must not subscribe again
+        self._unsubscribed.clear()
+        rc, _ = self.client.unsubscribe(self.cfg.shared_subscription())
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        return self._unsubscribed.wait(self.cfg.connect_timeout_s if timeout is None else timeout)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
