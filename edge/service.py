@@ -26,6 +26,7 @@ import numpy as np
 
 from .capture import CaptureError, CaptureSource, SourceExhausted, SourceUnavailable, UnreadableImage
 from .outbox import FrameTooLarge, Outbox, OutboxError, OutboxFull, Packed
+from .sampler import BudgetTooSmall
 from .schedule import Schedule
 from .sdnotify import Notifier
 from .sender import Sender
@@ -48,6 +49,7 @@ FramePacker = Callable[[Any, int, int], Packed]
 @dataclass
 class RunLimits:
     once: bool = False  # one frame, schedule bypassed, wait until it is sent, exit
+    once_tries: int = 10  # --once: pictures tried (unreadable, failed) before giving up with exit 1
     max_frames: int | None = None  # stop after this many frames are queued, and sent
     drain_timeout_s: float = 60.0
 
@@ -83,7 +85,7 @@ class EdgeService:
         log.info("edge service running (next counter %d)", self.outbox.next_counter)
         code = EXIT_OK
         try:
-            code = self._loop(limits.once, max_frames)
+            code = self._loop(limits.once, max_frames, limits.once_tries)
             if code == EXIT_OK and max_frames is not None and not self.stop.is_set():
                 code = self._drain(limits.drain_timeout_s)
         finally:
@@ -109,23 +111,34 @@ class EdgeService:
             if not self._tick():
                 return
 
-    def _loop(self, once: bool, max_frames: int | None) -> int:
+    def _loop(self, once: bool, max_frames: int | None, once_tries: int = 10) -> int:
         next_look = time.monotonic()
+        tries = 0
         while not self.stop.is_set():
             if not self._tick():
                 return EXIT_FAILED
             self._wait(next_look - time.monotonic())
             if self.stop.is_set():
                 break
-            next_look = time.monotonic() + self.schedule.poll_s
+            # --once bypasses the schedule: a picture that could not be used is followed by the
+            # next one at once, not after the interval (which made --once look hung)
+            next_look = time.monotonic() + (0.0 if once else self.schedule.poll_s)
             try:
-                if self._look(force=once) and max_frames is not None and self.frames_queued >= max_frames:
+                queued = self._look(force=once)
+                if queued and max_frames is not None and self.frames_queued >= max_frames:
                     break
             except SourceExhausted as exc:
+                if once and not self.frames_queued:
+                    log.error("--once: no frame sent: %s", exc)
+                    return EXIT_FAILED
                 log.info("capture: %s; stopping", exc)
                 break
             except SourceUnavailable as exc:
                 log.error("capture: %s", exc)
+                return EXIT_FAILED
+            tries += 1
+            if once and not queued and tries >= once_tries:
+                log.error("--once: no frame sent: none of %d pictures could be used (see the warnings above)", tries)
                 return EXIT_FAILED
         return EXIT_OK
 
@@ -152,6 +165,9 @@ class EdgeService:
             return False
         try:
             selection = self.selector.select(pic.image)
+        except BudgetTooSmall as exc:  # the picture's fault (too small for the budget): no traceback
+            log.error("picture %s skipped: %s", pic.name, exc)
+            return False
         except Exception:
             log.exception("pipeline failed on %s; picture skipped", pic.name)
             return False
