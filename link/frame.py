@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from link.errors import InvalidFrame
-from link.tokenizers import get_tokenizer
+from link.tokenizers import TokenizerSpec, get_tokenizer
 
 U32 = 0xFFFF_FFFF
 MAX_CAPTURE_MS = (1 << 48) - 1  # 48-bit unix milliseconds: good until the year 10889
 MAX_GRID = 255  # grid sides are one byte on the wire
 MAX_IMAGE = 0xFFFF
+FRAME_KEY, FRAME_DELTA = 0, 1  # wire v2 frame types: coded alone, or against a reference frame
+FRAME_TYPES = ("key", "delta")
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
@@ -38,6 +40,11 @@ class Frame:
     grid_w: int
     kept: np.ndarray
     indices: np.ndarray
+    # Two-layer tokenizers (wire v2): coarse levels (C, hc, wc), or None when the frame carries
+    # no coarse layer (a delta frame that reuses its reference's).
+    coarse: np.ndarray | None = None
+    frame_type: int = FRAME_KEY
+    ref_counter: int | None = None  # the reference frame's counter, for delta frames
 
     def __post_init__(self) -> None:
         _check_int("device_id", self.device_id, 0, U32)
@@ -63,6 +70,21 @@ class Frame:
             raise InvalidFrame(f"indices must lie in [0, {spec.codebook_size}) for tokenizer {spec.name}")
         self.kept = kept
         self.indices = indices.astype(np.int64)
+        self.coarse = check_coarse(spec, self.coarse, self.grid_h, self.grid_w)
+        if self.frame_type not in (FRAME_KEY, FRAME_DELTA):
+            raise InvalidFrame(f"frame_type must be one of {FRAME_TYPES}, got {self.frame_type!r}")
+        if (self.frame_type == FRAME_DELTA) != (self.ref_counter is not None):
+            raise InvalidFrame("a delta frame needs ref_counter, and only a delta frame has one")
+        if self.ref_counter is not None:
+            _check_int("ref_counter", self.ref_counter, 0, U32)
+            if self.ref_counter >= self.counter:
+                raise InvalidFrame(f"reference {self.ref_counter} is not older than frame {self.counter}")
+        if not spec.layered and (self.coarse is not None or self.frame_type != FRAME_KEY):
+            raise InvalidFrame(f"tokenizer {spec.name} has one layer: no coarse layer or frame types (wire v1)")
+
+    @property
+    def layered(self) -> bool:
+        return get_tokenizer(self.tokenizer_id).layered
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Frame):
@@ -71,11 +93,13 @@ class Frame:
             self.header_tuple() == other.header_tuple()
             and np.array_equal(self.kept, other.kept)
             and np.array_equal(self.indices, other.indices)
+            and (self.coarse is None) == (other.coarse is None)
+            and (self.coarse is None or np.array_equal(self.coarse, other.coarse))
         )
 
-    def header_tuple(self) -> tuple[int, ...]:
+    def header_tuple(self) -> tuple[int | None, ...]:
         return (self.device_id, self.counter, self.capture_ms, self.width, self.height,
-                self.tokenizer_id, self.grid_h, self.grid_w)
+                self.tokenizer_id, self.grid_h, self.grid_w, self.frame_type, self.ref_counter)
 
     @property
     def n_positions(self) -> int:
@@ -121,6 +145,12 @@ class ReceivedFrame:
     complete: bool
     wire_bytes: int = 0
     first_seen: float = field(default=0.0, compare=False)
+    # wire v2: coarse levels (C, hc, wc) with ``coarse_lost`` (hc, wc) True where no coarse
+    # fragment arrived (levels there are 0); None when no coarse fragment arrived at all.
+    coarse: np.ndarray | None = None
+    coarse_lost: np.ndarray | None = None
+    frame_type: int = FRAME_KEY
+    ref_counter: int | None = None
 
     def index_grid(self) -> np.ndarray:
         """(grid_h, grid_w) int64 grid: the index where known, -1 where masked or lost."""
@@ -136,5 +166,24 @@ class ReceivedFrame:
         """The sent Frame; only meaningful when ``complete`` (InvalidFrame otherwise)."""
         if not self.complete or self.capture_ms is None:
             raise InvalidFrame("frame is incomplete; positions were lost")
+        if self.coarse_lost is not None and self.coarse_lost.any():
+            raise InvalidFrame("frame is incomplete; coarse cells were lost")
         return Frame(self.device_id, self.counter, self.capture_ms, self.width, self.height,
-                     self.tokenizer_id, self.grid_h, self.grid_w, self.kept, self.indices)
+                     self.tokenizer_id, self.grid_h, self.grid_w, self.kept, self.indices,
+                     self.coarse, self.frame_type, self.ref_counter)
+
+
+def check_coarse(spec: TokenizerSpec, coarse: object, grid_h: int, grid_w: int) -> np.ndarray | None:
+    """Validate a coarse level array for ``spec`` and a fine grid; returns it as int64 (or None)."""
+    if coarse is None:
+        return None
+    if not spec.layered:
+        raise InvalidFrame(f"tokenizer {spec.name} has no coarse layer")
+    arr = np.asarray(coarse)
+    shape = (len(spec.coarse_levels), *spec.coarse_grid(grid_h, grid_w))
+    if arr.shape != shape or (arr.size and arr.dtype.kind not in "ui"):
+        raise InvalidFrame(f"coarse must be an integer array of shape {shape}, got {arr.dtype} {arr.shape}")
+    levels = np.asarray(spec.coarse_levels).reshape(-1, 1, 1)
+    if arr.size and ((arr < 0).any() or (arr >= levels).any()):
+        raise InvalidFrame(f"coarse levels must lie in [0, L) per channel, L = {spec.coarse_levels}")
+    return arr.astype(np.int64)

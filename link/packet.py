@@ -229,7 +229,13 @@ class Planner:
         )
 
 
-def plan(frame: Frame, *, mtu: int, tag_len: int = 8, prior: PriorCode | None = None) -> list[SlicePlan]:
+def plan(frame: Frame, *, mtu: int, tag_len: int = 8, prior: PriorCode | None = None) -> list:
+    """The fragments' plans (``SlicePlan``, or ``link.packet2.SlicePlan2`` for two-layer frames);
+    each has ``.size``, its bytes on the wire."""
+    if frame.layered:
+        from link.packet2 import plan2
+
+        return plan2(frame, mtu=mtu, tag_len=tag_len)
     return Planner(frame, mtu=mtu, tag_len=tag_len, prior=prior).plan()
 
 
@@ -239,7 +245,13 @@ def wire_size(frame: Frame, *, mtu: int, tag_len: int = 8, prior: PriorCode | No
 
 
 def pack(frame: Frame, *, mtu: int, sealer: Sealer | None, prior: PriorCode | None = None) -> list[bytes]:
-    """Fragments ready to send, in slice order; ``sealer=None`` sends them unsealed (tests, wired links)."""
+    """Fragments ready to send, in sending order; ``sealer=None`` sends them unsealed (tests, wired links).
+
+    Two-layer frames go out in wire v2 (link.packet2: coarse layer first), others in v1."""
+    if frame.layered:
+        from link.packet2 import pack2
+
+        return pack2(frame, mtu=mtu, sealer=sealer)
     tag_len = sealer.tag_len if sealer is not None else 0
     planner = Planner(frame, mtu=mtu, tag_len=tag_len, prior=prior)
     out = []
@@ -321,11 +333,16 @@ def decode_payload(h: FragmentHeader, payload: bytes, prior: PriorCode | None) -
 
 def open_fragment(data: bytes, opener: Opener | None = None, *,
                   priors: Mapping[int, PriorCode] | None = None) -> Fragment:
-    """Parse, authenticate and decode one fragment; raises only LinkError subclasses.
+    """Parse, authenticate and decode one fragment (v1, or v2 via link.packet2: a ``Fragment2``);
+    raises only LinkError subclasses.
 
     With ``opener=None`` only unsealed fragments decode (AuthenticationFailed otherwise).
     """
     data = bytes(data)
+    if data[:1] == b"\x02":
+        from link.packet2 import open_fragment2
+
+        return open_fragment2(data, opener)  # type: ignore[return-value]
     h = parse_header(data)
     body = data[h.size :]
     if opener is not None:

@@ -30,9 +30,9 @@ _OVERHEAD = 256  # bookkeeping bytes charged per partial frame
 @dataclass
 class _Partial:
     first_seen: float
-    geometry: tuple[int, int, int]  # tokenizer id, grid_h, grid_w
-    covered: np.ndarray  # bool, flat
-    fragments: dict[int, Fragment] = field(default_factory=dict)
+    geometry: tuple  # version, tokenizer id, grid_h, grid_w, reference (see ``geometry``)
+    covered: np.ndarray  # bool, flat: fine grid, then the coarse grid (wire v2)
+    fragments: dict[tuple[int, int], Fragment] = field(default_factory=dict)  # (layer, start)
     n_covered: int = 0
     cost: int = _OVERHEAD
 
@@ -46,11 +46,41 @@ class ReassemblyStats:
     evicted: int = 0
 
 
+def layer_of(frag: Fragment) -> int:
+    """0 for v1 and v2 fine fragments, 1 for v2 coarse ones."""
+    return int(getattr(frag.header, "layer", 0))
+
+
+def geometry(frag: Fragment) -> tuple[int, int, int, int, int | None]:
+    """What every fragment of one frame must agree on: version, tokenizer, grid, frame type, reference."""
+    h = frag.header
+    return (h.version, h.tokenizer_id, h.grid_h, h.grid_w, getattr(h, "ref_counter", None))
+
+
+def span(frag: Fragment) -> tuple[int, int]:
+    """The fragment's positions in the frame's combined coverage: fine grid, then the coarse grid."""
+    h = frag.header
+    off = h.grid_h * h.grid_w if layer_of(frag) else 0
+    return off + h.slice_start, off + h.slice_end
+
+
+def coverage_size(frag: Fragment) -> int:
+    h = frag.header
+    n = h.grid_h * h.grid_w
+    spec = get_tokenizer(h.tokenizer_id)
+    if h.version >= 2 and spec.layered:
+        ch, cw = spec.coarse_grid(h.grid_h, h.grid_w)
+        n += ch * cw
+    return n
+
+
 def assemble(fragments: Iterable[Fragment], first_seen: float = 0.0) -> ReceivedFrame:
-    """Place the fragments of one frame on its grid; positions no fragment covers are ``lost``."""
-    frags = sorted(fragments, key=lambda f: f.header.slice_start)
+    """Place the fragments of one frame on its grids; positions no fragment covers are ``lost``."""
+    frags = sorted(fragments, key=lambda f: (layer_of(f), f.header.slice_start))
     if not frags:
         raise MalformedPacket("no fragments to assemble")
+    if frags[0].header.version >= 2:
+        return _assemble2(frags, first_seen)
     h0 = frags[0].header
     key = (h0.device_id, h0.counter, h0.tokenizer_id, h0.grid_h, h0.grid_w)
     n = h0.grid_h * h0.grid_w
@@ -79,6 +109,52 @@ def assemble(fragments: Iterable[Fragment], first_seen: float = 0.0) -> Received
         kept=kept.reshape(h0.grid_h, h0.grid_w), indices=indices, lost=lost.reshape(h0.grid_h, h0.grid_w),
         fragments_received=len(frags), fragments_total=len(frags) + gaps, complete=not lost.any(),
         wire_bytes=sum(f.wire_bytes for f in frags), first_seen=first_seen,
+    )
+
+
+def _assemble2(frags: list, first_seen: float) -> ReceivedFrame:
+    h0 = frags[0].header
+    key = (h0.device_id, h0.counter, *geometry(frags[0]))
+    spec = get_tokenizer(h0.tokenizer_id)
+    n = h0.grid_h * h0.grid_w
+    ch, cw = spec.coarse_grid(h0.grid_h, h0.grid_w)
+    kept = np.zeros(n, dtype=bool)
+    lost = np.ones(n, dtype=bool)
+    coarse = np.zeros((len(spec.coarse_levels), ch * cw), dtype=np.int64)
+    coarse_lost = np.ones(ch * cw, dtype=bool)
+    info = None
+    fine = []
+    for f in frags:
+        h = f.header
+        if (h.device_id, h.counter, *geometry(f)) != key:
+            raise MalformedPacket("fragments of different frames or geometries")
+        s, e = h.slice_start, h.slice_end
+        target = coarse_lost if h.layer else lost
+        if not target[s:e].all():
+            raise MalformedPacket(f"slice [{s}, {e}) overlaps another fragment of its layer")
+        target[s:e] = False
+        if h.layer:
+            coarse[:, s:e] = f.levels
+        else:
+            kept[s:e] = f.kept
+            fine.append(f)
+        if h.info:
+            info = h
+    indices = (np.concatenate([f.indices for f in fine]) if fine else np.zeros(0)).astype(np.int64)
+    both = np.concatenate((lost, coarse_lost))
+    gaps = int(np.count_nonzero(np.diff(np.concatenate(([0], lost.view(np.int8), [0]))) == 1))
+    gaps += int(np.count_nonzero(np.diff(np.concatenate(([0], coarse_lost.view(np.int8), [0]))) == 1))
+    return ReceivedFrame(
+        device_id=h0.device_id, counter=h0.counter,
+        capture_ms=info.capture_ms if info else None,
+        width=(info.width if info and info.width else h0.grid_w * spec.factor),
+        height=(info.height if info and info.height else h0.grid_h * spec.factor),
+        tokenizer_id=h0.tokenizer_id, grid_h=h0.grid_h, grid_w=h0.grid_w,
+        kept=kept.reshape(h0.grid_h, h0.grid_w), indices=indices, lost=lost.reshape(h0.grid_h, h0.grid_w),
+        fragments_received=len(frags), fragments_total=len(frags) + gaps, complete=not both.any(),
+        wire_bytes=sum(f.wire_bytes for f in frags), first_seen=first_seen,
+        coarse=coarse.reshape(-1, ch, cw), coarse_lost=coarse_lost.reshape(ch, cw),
+        frame_type=h0.frame_type, ref_counter=h0.ref_counter,
     )
 
 
@@ -129,31 +205,33 @@ class Reassembler:
             self.replay.check(h.device_id, h.counter)
         out: list[ReceivedFrame] = []
         part = self._partials.get(key)
-        geometry = (h.tokenizer_id, h.grid_h, h.grid_w)
+        geom = geometry(frag)
+        fkey = (layer_of(frag), h.slice_start)
+        s, e = span(frag)
         if part is None:
-            n = h.grid_h * h.grid_w
+            n = coverage_size(frag)
             cost = _OVERHEAD + n
             self._reserve(cost + len(fragment))
             if self._per_device.get(h.device_id, 0) >= self.max_frames_per_device:
                 oldest = next(k for k in self._partials if k[0] == h.device_id)
                 out.append(self._finish(oldest))
                 self.stats.evicted += 1
-            part = _Partial(now, geometry, np.zeros(n, dtype=bool), cost=cost)
+            part = _Partial(now, geom, np.zeros(n, dtype=bool), cost=cost)
             self._partials[key] = part
             self._per_device[h.device_id] = self._per_device.get(h.device_id, 0) + 1
             self._bytes += cost
-        elif geometry != part.geometry:
+        elif geom != part.geometry:
             raise MalformedPacket(f"device {h.device_id} counter {h.counter}: fragments disagree on the grid")
         else:
-            if h.slice_start in part.fragments:
+            if fkey in part.fragments:
                 self.stats.duplicates += 1
                 return out
             self._reserve(len(fragment))
-        if part.covered[h.slice_start : h.slice_end].any():
+        if part.covered[s:e].any():
             raise MalformedPacket(f"device {h.device_id} counter {h.counter}: slice "
                                   f"[{h.slice_start}, {h.slice_end}) overlaps an earlier fragment")
-        part.covered[h.slice_start : h.slice_end] = True
-        part.fragments[h.slice_start] = frag
+        part.covered[s:e] = True
+        part.fragments[fkey] = frag
         part.n_covered += h.slice_len
         part.cost += len(fragment)
         self._bytes += len(fragment)

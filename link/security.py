@@ -42,8 +42,10 @@ def tag_code(tag_len: int) -> int:
         raise ValueError(f"tag length {tag_len} not supported; choose from {TAG_LENGTHS}") from None
 
 
-def nonce(device_id: int, counter: int, slice_start: int) -> bytes:
-    return device_id.to_bytes(4, "big") + counter.to_bytes(4, "big") + slice_start.to_bytes(2, "big") + DIRECTION_UPLINK
+def nonce(device_id: int, counter: int, slice_start: int, tail: bytes = DIRECTION_UPLINK) -> bytes:
+    """``tail`` is 2 bytes: ``00 01`` for wire v1; wire v2 uses ``layer 02`` (link.header2) so its
+    coarse and fine slices, and v1's, never share a nonce."""
+    return device_id.to_bytes(4, "big") + counter.to_bytes(4, "big") + slice_start.to_bytes(2, "big") + tail
 
 
 def parse_key(text: str | bytes, source: str = "key") -> bytes:
@@ -95,10 +97,11 @@ class Sealer:
         self.tag_len = tag_len
         self._aead = AESCCM(key, tag_length=tag_len)
         self._counter: int | None = None
-        self._starts: set[int] = set()
+        self._starts: set[tuple[int, bytes]] = set()
         self._lock = threading.Lock()
 
-    def seal(self, header: bytes, plaintext: bytes, *, device_id: int, counter: int, slice_start: int) -> bytes:
+    def seal(self, header: bytes, plaintext: bytes, *, device_id: int, counter: int, slice_start: int,
+             tail: bytes = DIRECTION_UPLINK) -> bytes:
         if device_id != self.device_id:
             raise InvalidFrame(f"frame is for device {device_id} but this sealer holds device {self.device_id}'s key")
         with self._lock:
@@ -106,10 +109,10 @@ class Sealer:
                 raise InvalidFrame(f"counter {counter} is below {self._counter}: would reuse a nonce")
             if counter != self._counter:
                 self._counter, self._starts = counter, set()
-            if slice_start in self._starts:
+            if (slice_start, tail) in self._starts:
                 raise InvalidFrame(f"counter {counter} slice {slice_start} already sealed: would reuse a nonce")
-            self._starts.add(slice_start)
-        return self._aead.encrypt(nonce(device_id, counter, slice_start), plaintext, header)
+            self._starts.add((slice_start, tail))
+        return self._aead.encrypt(nonce(device_id, counter, slice_start, tail), plaintext, header)
 
 
 class KeyStore:
@@ -160,7 +163,7 @@ class Opener:
         self._aeads: dict[tuple[int, bytes], AESCCM] = {}
 
     def open(self, header: bytes, sealed: bytes, *, device_id: int, counter: int, slice_start: int,
-             tag_len: int) -> bytes:
+             tag_len: int, tail: bytes = DIRECTION_UPLINK) -> bytes:
         if tag_len == 0:
             if self.allow_unsealed:
                 return sealed
@@ -172,7 +175,7 @@ class Opener:
         if aead is None:
             aead = self._aeads[(device_id, key)] = AESCCM(key, tag_length=tag_len)
         try:
-            return aead.decrypt(nonce(device_id, counter, slice_start), sealed, header)
+            return aead.decrypt(nonce(device_id, counter, slice_start, tail), sealed, header)
         except (InvalidTag, ValueError):
             raise AuthenticationFailed(f"device {device_id} counter {counter}: authentication failed") from None
 

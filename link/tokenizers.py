@@ -25,6 +25,19 @@ class TokenizerSpec:
     name: str
     codebook_size: int
     factor: int  # pixels per token along each axis
+    # Two-layer tokenizers (wire v2) also have a coarse layer: a grid of ``coarse_factor`` pixels
+    # per cell, each cell one level per channel (FSQ), channel i in [0, coarse_levels[i]).
+    coarse_factor: int = 0
+    coarse_levels: tuple[int, ...] = ()
+
+    @property
+    def layered(self) -> bool:
+        return bool(self.coarse_levels)
+
+    def coarse_grid(self, grid_h: int, grid_w: int) -> tuple[int, int]:
+        """Coarse grid size for a fine grid: ceil(fine / (coarse_factor / factor)) per side."""
+        r = self.coarse_factor // self.factor
+        return -(-grid_h // r), -(-grid_w // r)
 
     @property
     def index_bits(self) -> int:
@@ -36,6 +49,8 @@ class TokenizerSpec:
 TOKENIZERS: dict[int, TokenizerSpec] = {
     1: TokenizerSpec(1, "tc-vq-f8-k1024", 1024, 8),
     2: TokenizerSpec(2, "tc-vq-f16-k1024", 1024, 16),  # reserved for the f16 variant
+    # v2: v1's fine f8 tokens plus a coarse f16 FSQ layer (models.tokenizer2); fine ids == id 1's
+    3: TokenizerSpec(3, "tc-vq2-f16c-f8", 1024, 8, coarse_factor=16, coarse_levels=(7, 5, 5, 5)),
     16: TokenizerSpec(16, "llamagen-vq-ds16-c2i", 16384, 16),
 }
 

@@ -15,11 +15,15 @@ from link.tokenizers import PRIOR_DIR_ENV, TOKENIZERS, get_tokenizer, load_prior
 def test_table_is_stable():
     # ids are wire constants: never renumber, never reuse
     assert {k: (v.name, v.codebook_size, v.factor) for k, v in TOKENIZERS.items()} == {
-        1: ("tc-vq-f8-k1024", 1024, 8), 2: ("tc-vq-f16-k1024", 1024, 16), 16: ("llamagen-vq-ds16-c2i", 16384, 16),
+        1: ("tc-vq-f8-k1024", 1024, 8), 2: ("tc-vq-f16-k1024", 1024, 16), 3: ("tc-vq2-f16c-f8", 1024, 8),
+        16: ("llamagen-vq-ds16-c2i", 16384, 16),
     }
     assert get_tokenizer(1).index_bits == 10 and get_tokenizer(16).index_bits == 14
+    v2 = get_tokenizer(3)
+    assert v2.layered and v2.coarse_levels == (7, 5, 5, 5) and v2.coarse_grid(41, 61) == (21, 31)
+    assert not get_tokenizer(1).layered
     with pytest.raises(UnknownTokenizer) as err:
-        get_tokenizer(3)
+        get_tokenizer(4)
     assert err.value.reason == "tokenizer" and "tc-vq-f8-k1024" in str(err.value)
 
 
