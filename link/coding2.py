@@ -96,7 +96,8 @@ class ContextModels:
 
     def save(self, path: str | Path) -> None:
         arrays = {f"coarse_{i}": t for i, t in enumerate(self.coarse)}
-        np.savez_compressed(path, index=self.index, clusters=self.clusters, **arrays)
+        arrays.update(index=self.index, clusters=self.clusters)
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
 
 def _rows(t: np.ndarray) -> np.ndarray:
@@ -302,14 +303,14 @@ def decode_fine(payload: bytes, start: int, length: int, width: int, models: Con
     for i in range(length):
         ls = int(kept[left[i]]) if left[i] >= 0 else 2
         us = int(kept[up[i]]) if up[i] >= 0 else 2
-        c = us * 3 + ls
+        c = int(us * 3 + ls)
         bit = r.one(_kt(np.array([ones[c]]), np.array([seen[c]]))[0])
         kept[i] = bool(bit)
         ones[c] += bit
         seen[c] += 1
     tokens = np.full(length, -1, dtype=np.int64)
     none = models.n_clusters
-    for i in np.flatnonzero(kept):
+    for i in np.flatnonzero(kept).tolist():
         if left[i] >= 0 and kept[left[i]]:
             c = int(models.clusters[tokens[left[i]]])
         elif up[i] >= 0 and kept[up[i]]:

@@ -93,8 +93,7 @@ class Frame:
             self.header_tuple() == other.header_tuple()
             and np.array_equal(self.kept, other.kept)
             and np.array_equal(self.indices, other.indices)
-            and (self.coarse is None) == (other.coarse is None)
-            and (self.coarse is None or np.array_equal(self.coarse, other.coarse))
+            and _same_coarse(self.coarse, other.coarse)
         )
 
     def header_tuple(self) -> tuple[int | None, ...]:
@@ -112,11 +111,11 @@ class Frame:
         return grid
 
     @classmethod
-    def from_index_grid(cls, grid: np.ndarray, kept: np.ndarray, **header: int) -> Frame:
+    def from_index_grid(cls, grid: np.ndarray, kept: np.ndarray, **header: object) -> Frame:
         """Build a frame from a full index grid and a kept map (the edge's natural form)."""
         kept = np.asarray(kept, dtype=bool)
         grid = np.asarray(grid)
-        return cls(kept=kept, indices=grid[kept], grid_h=kept.shape[0], grid_w=kept.shape[1], **header)
+        return cls(kept=kept, indices=grid[kept], grid_h=kept.shape[0], grid_w=kept.shape[1], **header)  # type: ignore[arg-type]
 
 
 @dataclass(eq=False)
@@ -171,6 +170,12 @@ class ReceivedFrame:
         return Frame(self.device_id, self.counter, self.capture_ms, self.width, self.height,
                      self.tokenizer_id, self.grid_h, self.grid_w, self.kept, self.indices,
                      self.coarse, self.frame_type, self.ref_counter)
+
+
+def _same_coarse(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.array_equal(a, b))
 
 
 def check_coarse(spec: TokenizerSpec, coarse: object, grid_h: int, grid_w: int) -> np.ndarray | None:
