@@ -277,6 +277,15 @@ class Fragment:
     index_bits: int
 
 
+def min_payload_bits(h: FragmentHeader) -> int:
+    """The fewest payload bits any fragment with header ``h`` can carry (a lower bound: exact for
+    "all kept" with raw indices). Lets a receiver tell a truncated fragment from a forged one."""
+    mask = {MASK_ALL: 0, MASK_NONE: 0, MASK_RAW: h.slice_len}.get(h.mask_mode, 1 + 2 * K_BITS + 1)
+    indices = h.slice_len * get_tokenizer(h.tokenizer_id).index_bits \
+        if h.mask_mode == MASK_ALL and h.index_mode != INDEX_PRIOR else 0
+    return mask + indices
+
+
 def decode_payload(h: FragmentHeader, payload: bytes, prior: PriorCode | None) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(kept, indices, mask_bits, index_bits) of one fragment's plaintext payload."""
     spec = get_tokenizer(h.tokenizer_id)
@@ -345,6 +354,10 @@ def open_fragment(data: bytes, opener: Opener | None = None, *,
         return open_fragment2(data, opener)  # type: ignore[return-value]
     h = parse_header(data)
     body = data[h.size :]
+    need = h.tag_len + (min_payload_bits(h) + 7) // 8
+    if len(body) < need:  # cut short: say so, rather than let the AEAD call it a forgery
+        raise MalformedPacket(f"fragment truncated: {len(body)} bytes after the header, "
+                              f"its header needs at least {need} (payload and {h.tag_len}-byte tag)")
     if opener is not None:
         payload = opener.open(data[: h.size], body, device_id=h.device_id, counter=h.counter,
                               slice_start=h.slice_start, tag_len=h.tag_len)
