@@ -4,7 +4,8 @@ FILE is either one raw fragment, or a capture: fragments each COBS+CRC framed an
 concatenated (``link.framing.join_frames``, the same bytes a serial radio link carries). A file
 that decodes strictly as frames is a capture; anything else is read as one raw fragment.
 Without a key only the clear header is shown; with ``--key-file`` the payload is
-authenticated and decoded. Exit 0 on success, 2 with a one-line error for anything malformed.
+authenticated and decoded. Exit 0 on success, 2 with a one-line error for anything malformed;
+a capture cut short or holding a bad frame still prints every complete fragment, then exits 2.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from link.entropy import PriorCode
-from link.errors import LinkError
-from link.framing import split_frames
+from link.errors import FramingError, LinkError
+from link.framing import decode_frame, split_frames
 from link.header import parse_header
 from link.packet import open_fragment
 from link.reassembly import assemble
@@ -36,14 +37,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_fragments(data: bytes) -> tuple[str, list[bytes]]:
+def read_fragments(data: bytes) -> tuple[str, list[bytes], list[str]]:
+    """(container, fragments, problems). A capture is read like the serial link reads it: each
+    complete frame that passes its CRC is a fragment; a corrupt frame, or bytes after the last
+    delimiter (a capture cut short), is a problem and the rest is still shown. Bytes with no good
+    frame at all are one raw fragment."""
     try:
         frames = split_frames(data)
         if frames:
-            return "framed", frames
+            return "framed", frames, []
     except LinkError:
         pass
-    return "raw", [data]
+    chunks = data.split(b"\x00")
+    good: list[bytes] = []
+    problems: list[str] = []
+    for i, chunk in enumerate(chunks[:-1]):
+        if chunk:
+            try:
+                good.append(decode_frame(chunk))
+            except FramingError as exc:
+                problems.append(f"frame {i}: {exc}")
+    if not good:
+        return "raw", [data], []
+    if chunks[-1]:
+        problems.append(f"capture truncated: {len(chunks[-1])} bytes after the last frame delimiter "
+                        f"(an incomplete frame) after {len(good)} complete fragments")
+    return "framed", good, problems
 
 
 def _priors(prior_dir: Path | None) -> dict[int, PriorCode]:
@@ -57,7 +76,7 @@ def _priors(prior_dir: Path | None) -> dict[int, PriorCode]:
 
 def inspect(data: bytes, *, key_file: Path | None = None, device_id: int | None = None,
             prior_dir: Path | None = None) -> dict[str, Any]:
-    container, raw = read_fragments(data)
+    container, raw, problems = read_fragments(data)
     headers = [parse_header(f) for f in raw]
     opener = None
     if key_file is not None:
@@ -68,13 +87,22 @@ def inspect(data: bytes, *, key_file: Path | None = None, device_id: int | None 
         opener = Opener(keys, tag_len=headers[0].tag_len or 8, allow_unsealed=True)
     priors = _priors(prior_dir)
     can_open = opener is not None or all(h.tag_len == 0 for h in headers)
-    report: dict[str, Any] = {"container": container, "fragments": [], "total_bytes": sum(map(len, raw))}
+    report: dict[str, Any] = {"container": container, "fragments": [], "total_bytes": sum(map(len, raw)),
+                              "problems": problems}
     decoded = []
     for frag, h in zip(raw, headers, strict=True):
         entry: dict[str, Any] = {**h.as_dict(), "bytes": len(frag)}
         breakdown: dict[str, Any] = {"header": h.size, "payload": len(frag) - h.size - h.tag_len, "tag": h.tag_len}
         if can_open:
-            d = open_fragment(frag, opener, priors=priors)
+            try:
+                d = open_fragment(frag, opener, priors=priors)
+            except LinkError as exc:  # one bad fragment of a capture: said, and the others still shown
+                if len(raw) == 1:
+                    raise
+                entry["error"] = {"reason": exc.reason, "message": str(exc)}
+                problems.append(f"fragment {len(report['fragments'])}: {exc.reason}: {exc}")
+                report["fragments"].append(entry)
+                continue
             decoded.append(d)
             entry["kept"] = int(d.kept.sum())
             breakdown.update(mask_bits=d.mask_bits, index_bits=d.index_bits,
@@ -110,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tokencast packet: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
+    if report["problems"]:  # what could be read is printed above; the exit status says it was not all
+        more = f" (+{len(report['problems']) - 1} more in \"problems\")" if len(report["problems"]) > 1 else ""
+        print(f"tokencast packet: malformed: {report['problems'][0]}{more}", file=sys.stderr)
+        return 2
     return 0
 
 
