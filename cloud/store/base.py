@@ -49,6 +49,7 @@ class StagedFragment:
     n_positions: int  # grid_h * grid_w: the frame is complete when staged slices cover it
     payload: bytes
     received_at: float  # unix seconds
+    layer: int = 0  # wire v2 sends a coarse (1) and a fine (0) layer whose slices may start alike
 
 
 @dataclass(frozen=True)

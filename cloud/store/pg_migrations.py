@@ -61,9 +61,10 @@ CREATE INDEX quarantine_by_reason ON quarantine (reason);
 CREATE TABLE staged (
     device_id bigint NOT NULL,
     counter bigint NOT NULL,
+    layer smallint NOT NULL,
     slice_start integer NOT NULL,
     payload bytea NOT NULL,
-    PRIMARY KEY (device_id, counter, slice_start)
+    PRIMARY KEY (device_id, counter, layer, slice_start)
 );
 CREATE TABLE pending (
     device_id bigint NOT NULL,

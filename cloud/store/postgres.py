@@ -5,7 +5,7 @@ Selected by ``store = "postgresql://user@host/db"`` in cloud.toml. The schema co
 may start at once. Where SQLite serialises every write behind one file lock, here writers run
 side by side and correctness comes from keys and row locks:
 
-* ``stage``: ``INSERT ... ON CONFLICT DO NOTHING`` on (device, counter, slice) decides new vs
+* ``stage``: ``INSERT ... ON CONFLICT DO NOTHING`` on (device, counter, layer, slice) decides new vs
   duplicate; rows are written in key order so two workers staging the same devices cannot
   deadlock (a deadlock or serialisation failure is retried anyway).
 * ``claim``: ``SELECT ... FOR UPDATE SKIP LOCKED`` hands each ready frame to exactly one worker.
@@ -173,7 +173,7 @@ class PostgresStore(Store):
         if not fragments:
             return []
         order = sorted(range(len(fragments)), key=lambda i: (fragments[i].device_id, fragments[i].counter,
-                                                             fragments[i].slice_start))
+                                                             fragments[i].layer, fragments[i].slice_start))
 
         def run(conn: psycopg.Connection) -> list[bool]:
             seen: dict[int, float] = {}
@@ -190,8 +190,8 @@ class PostgresStore(Store):
                 key = (f.device_id, f.counter)
                 if conn.execute("SELECT 1 FROM frames WHERE device_id = %s AND counter = %s", key).fetchone():
                     continue
-                new = conn.execute("INSERT INTO staged VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                                   (*key, f.slice_start, f.payload)).fetchone()
+                new = conn.execute("INSERT INTO staged VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                                   (*key, f.layer, f.slice_start, f.payload)).fetchone()
                 if not new:
                     continue
                 conn.execute("INSERT INTO pending (device_id, counter, n_positions, covered, first_seen, last_seen) "
@@ -228,7 +228,7 @@ class PostgresStore(Store):
             claims = []
             for device_id, counter, first_seen, complete in sorted(rows, key=lambda r: (r[2], r[0], r[1])):
                 frags = [bytes(r[0]) for r in conn.execute(
-                    "SELECT payload FROM staged WHERE device_id = %s AND counter = %s ORDER BY slice_start",
+                    "SELECT payload FROM staged WHERE device_id = %s AND counter = %s ORDER BY layer DESC, slice_start",
                     (device_id, counter))]
                 claims.append(Claim(device_id, counter, frags, first_seen, bool(complete)))
             return claims

@@ -14,6 +14,7 @@ were not yet acknowledged. Set ``synchronous=FULL`` if acknowledged fragments mu
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -36,6 +37,8 @@ from cloud.store.base import (
     StoreUnavailable,
 )
 from cloud.store.images import atomic_write
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -83,9 +86,10 @@ CREATE INDEX IF NOT EXISTS quarantine_by_device ON quarantine (device_id);
 CREATE TABLE IF NOT EXISTS staged (
     device_id INTEGER NOT NULL,
     counter INTEGER NOT NULL,
+    layer INTEGER NOT NULL,
     slice_start INTEGER NOT NULL,
     payload BLOB NOT NULL,
-    PRIMARY KEY (device_id, counter, slice_start)
+    PRIMARY KEY (device_id, counter, layer, slice_start)
 );
 CREATE TABLE IF NOT EXISTS sessions (
     client_id TEXT PRIMARY KEY,
@@ -159,9 +163,12 @@ class SqliteStore(Store):
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")  # one creator at a time, under the busy timeout
                 try:
+                    upgraded = self._upgrade()
                     for statement in SCHEMA.split(";"):
                         if statement.strip():
                             self._db.execute(statement)
+                    if upgraded:
+                        self._finish_upgrade()
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:
@@ -178,6 +185,25 @@ class SqliteStore(Store):
             except sqlite3.Error as exc:
                 self._db.close()
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+
+    def _upgrade(self) -> bool:
+        """Make way for this schema in a database from an older tokencast (inside the open transaction).
+
+        Version 1 staged fragments by (device, counter, slice); wire v2 sends two layers whose
+        slices can start at the same position, so the key gains the layer. The old table is
+        renamed here and, once the schema has made the new one, copied over as layer 0 (every
+        v1 fragment is) and dropped. True when that copy is due.
+        """
+        cols = [r[1] for r in self._db.execute("PRAGMA table_info(staged)")]
+        if not cols or "layer" in cols:
+            return False
+        self._db.execute("ALTER TABLE staged RENAME TO staged_v1")
+        return True
+
+    def _finish_upgrade(self) -> None:
+        self._db.execute("INSERT INTO staged SELECT device_id, counter, 0, slice_start, payload FROM staged_v1")
+        self._db.execute("DROP TABLE staged_v1")
+        log.info("store %s: staging now keyed by layer too (schema upgrade)", self.path)
 
     def set_max_page_count(self, pages: int) -> None:
         """Cap the database size (SQLite pages); 0 lifts the cap. Used to emulate a full disk."""
@@ -225,7 +251,8 @@ class SqliteStore(Store):
                 if db.execute("SELECT 1 FROM frames WHERE device_id = ? AND counter = ?", key).fetchone():
                     out.append(False)
                     continue
-                cur = db.execute("INSERT OR IGNORE INTO staged VALUES (?, ?, ?, ?)", (*key, f.slice_start, f.payload))
+                cur = db.execute("INSERT OR IGNORE INTO staged VALUES (?, ?, ?, ?, ?)",
+                                 (*key, f.layer, f.slice_start, f.payload))
                 if not cur.rowcount:
                     out.append(False)
                     continue
@@ -254,7 +281,7 @@ class SqliteStore(Store):
                 db.execute("UPDATE pending SET owner = ?, lease_until = ? WHERE device_id = ? AND counter = ?",
                            (owner, now + lease_s, device_id, counter))
                 frags = [bytes(r[0]) for r in db.execute(
-                    "SELECT payload FROM staged WHERE device_id = ? AND counter = ? ORDER BY slice_start",
+                    "SELECT payload FROM staged WHERE device_id = ? AND counter = ? ORDER BY layer DESC, slice_start",
                     (device_id, counter))]
                 claims.append(Claim(device_id, counter, frags, first_seen, bool(complete)))
         return claims

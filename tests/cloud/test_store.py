@@ -247,3 +247,29 @@ def test_cloud_toml_takes_the_store_as_one_url(tmp_path):
     assert cfg.store.pool_size == 8 and cfg.store.describe() == "postgresql://cloud:***@db/tokencast"
     toml.write_text('store = "sqlite:///var/lib/tokencast/t.db"\n')
     assert load(toml).store.path == Path("/var/lib/tokencast/t.db")
+
+
+def test_a_coarse_and_a_fine_slice_with_the_same_start_are_both_staged(store):
+    coarse = StagedFragment(5, 1, 0, 16, 80, b"coarse", 10.0, layer=1)
+    fine = StagedFragment(5, 1, 0, 64, 80, b"fine", 10.0, layer=0)
+    assert store.stage([fine, coarse, fine]) == [True, True, False]  # the key is (device, counter, layer, slice)
+    [claim] = store.claim(11.0, timeout_s=30, owner="a", lease_s=5, limit=10)
+    assert claim.complete and claim.fragments == [b"coarse", b"fine"]  # coarse layer first
+
+
+def test_sqlite_file_from_the_previous_schema_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE staged (device_id INTEGER NOT NULL, counter INTEGER NOT NULL, "
+                     "slice_start INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (device_id, counter, slice_start));"
+                     "INSERT INTO staged VALUES (1, 7, 0, x'0102');")
+    db.commit()
+    db.close()
+    s = make_store(StoreConfig(path=path, image_dir=tmp_path / "frames"))
+    try:
+        assert s._read("SELECT device_id, counter, layer, slice_start, payload FROM staged")[0][:] == (1, 7, 0, 0, b"\x01\x02")
+        assert s.stage([StagedFragment(1, 7, 0, 4, 8, b"c", 1.0, layer=1)]) == [True]
+    finally:
+        s.close()

@@ -158,7 +158,7 @@ def fill_to_the_brim(store) -> None:
     of the tables the worker writes with rows of a dummy device 0 (removed by ``make_room``)."""
     store.set_max_page_count(store._read("PRAGMA page_count")[0][0])
     inserts = {
-        "staged": "INSERT INTO staged VALUES (0, ?, 0, randomblob(?))",
+        "staged": "INSERT INTO staged VALUES (0, ?, 0, 0, randomblob(?))",
         "frames": "INSERT INTO frames VALUES (0, ?, 0, 0, 0, 1, 8, 8, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, NULL, '', "
                   "randomblob(?), '')",
     }
