@@ -95,6 +95,11 @@ def serve(cfg: cloud_config.CloudConfig) -> int:
             keeper = SessionKeeper(store, mqtt.client_id, worker.owner, heartbeat_s=cfg.broker.heartbeat_s,
                                    adopt_after_s=cfg.broker.adopt_after_s,
                                    adopt=mqtt_adopter(worker, mqtt, max_s=cfg.broker.leave_timeout_s))
+            b = cfg.broker
+            if b.adopt_after_s and b.adopt_after_s + 2 * b.heartbeat_s >= cfg.reassembly.timeout_s:
+                log.warning("broker.adopt_after_s %.0f s is not well below reassembly.timeout_s %.0f s: frames with "
+                            "fragments parked in a dead worker's session are stored partial before it is adopted",
+                            b.adopt_after_s, cfg.reassembly.timeout_s)
             keeper.register()  # ClientIdClash before touching the broker: the session stays with its holder
             source = make_transport(TransportConfig(type="mqtt", mqtt=mqtt))
             keeper.start(stop)
