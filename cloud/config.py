@@ -84,6 +84,23 @@ URL_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "sqlite": "
 
 
 @dataclass
+class QuarantineConfig:
+    """How much rejected input the store keeps (``[store.quarantine]``; see
+    ``cloud.store.base.QuarantinePolicy``). Rejected input is unauthenticated: anyone who can
+    publish on the topic decides its size and rate, so the cap must not depend on them."""
+
+    max_entry_bytes: int = 4096  # payload bytes kept per entry (the first ones); the full size is recorded
+    max_total_bytes: int = 16 * 1024 * 1024  # kept payload bytes over all entries; the oldest go first
+    max_entries: int = 10_000  # entries kept; the oldest go first
+
+    def __post_init__(self) -> None:
+        if self.max_entry_bytes < 0 or self.max_total_bytes < self.max_entry_bytes or self.max_entries < 1:
+            raise ValueError("quarantine needs max_entry_bytes >= 0, max_total_bytes >= max_entry_bytes "
+                             f"and max_entries >= 1, got {self.max_entry_bytes}, {self.max_total_bytes}, "
+                             f"{self.max_entries}")
+
+
+@dataclass
 class StoreConfig:
     """Where frames go. SQLite (one host) by default; ``url = "postgresql://..."`` shares one
     database between workers on several hosts. ``store = "postgresql://..."`` at the top of
@@ -98,6 +115,7 @@ class StoreConfig:
     max_page_count: int = 0  # SQLite size cap in pages (0: none); tests use it to emulate a full disk
     pool_size: int = 4  # PostgreSQL connections per worker process
     password_file: Path | None = None  # PostgreSQL password, read at start; keeps it out of the TOML
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
 
     def __post_init__(self) -> None:
         if self.url:

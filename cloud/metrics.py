@@ -27,6 +27,16 @@ class Metrics:
                                   "Deliveries dropped because their frame or fragment was already stored", registry=r)
         self.rejects = Counter("tokencast_link_rejected_total", "Inputs rejected and quarantined", ["reason"],
                                registry=r)
+        # the store's quarantine under its QuarantinePolicy (store-wide figures, read after each reject)
+        self.quarantine_entries = Gauge("tokencast_quarantine_entries", "Rejected inputs kept", registry=r)
+        self.quarantine_bytes = Gauge("tokencast_quarantine_bytes", "Payload bytes of rejected inputs kept",
+                                      registry=r)
+        self.quarantine_truncated = Gauge("tokencast_quarantine_truncated",
+                                          "Rejected inputs kept only in part (max_entry_bytes), store lifetime",
+                                          registry=r)
+        self.quarantine_evicted = Gauge("tokencast_quarantine_evicted",
+                                        "Rejected inputs evicted, oldest first, to stay within the quota, "
+                                        "store lifetime", registry=r)
         self.store_errors = Counter("tokencast_store_errors_total", "Store operations that failed", ["reason"],
                                     registry=r)
         self.restore_seconds = Histogram("tokencast_restore_seconds", "Restore + decode time per batch",

@@ -248,6 +248,15 @@ class Worker:
     def _count_reject(self, reason: str) -> None:
         self.metrics.rejects.labels(reason=reason).inc()
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+        try:
+            usage = self.store.quarantine_usage()
+        except StoreError as exc:  # statistics only
+            log.warning("could not read the quarantine's usage: %s", exc)
+            return
+        self.metrics.quarantine_entries.set(usage.entries)
+        self.metrics.quarantine_bytes.set(usage.bytes)
+        self.metrics.quarantine_truncated.set(usage.truncated)
+        self.metrics.quarantine_evicted.set(usage.evicted)
 
     def _hold(self, deliveries: list[Delivery], exc: StoreError) -> None:
         self.metrics.store_errors.labels(reason=exc.reason).inc()

@@ -8,6 +8,9 @@ The *read* half (``list_devices``, ``list_frames``, ``get_frame``, ``frame_paths
 ``device_stats``, ``list_quarantine``) is a stable API for the dashboard: plain dataclasses, no
 SQL outside the backend.
 
+The quarantine is bounded by a ``QuarantinePolicy`` (per-entry cap, entry and byte quota, oldest
+evicted), the same for every backend; ``quarantine_usage`` reports what it holds and costs.
+
 Errors: ``StoreFull`` (disk or size cap hit; nothing half-written, retry after recovery) and
 ``StoreUnavailable`` (locked or unreachable beyond the busy timeout); both are ``StoreError``.
 """
@@ -15,9 +18,14 @@ Errors: ``StoreFull`` (disk or size cap hit; nothing half-written, retry after r
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cloud.config import QuarantineConfig
 
 
 class StoreError(Exception):
@@ -137,7 +145,65 @@ class QuarantineRecord:
     device_id: int | None
     counter: int | None
     detail: str
-    size: int  # payload bytes (fetch the payload with ``quarantine_payload``)
+    size: int  # payload bytes kept (fetch them with ``quarantine_payload``)
+    original_size: int | None = None  # bytes received; more than ``size`` when the entry was capped
+
+
+@dataclass(frozen=True)
+class QuarantineUsage:
+    """What the quarantine holds now, and what its bounds have cost since the store was made."""
+
+    entries: int
+    bytes: int  # payload bytes kept
+    truncated: int = 0  # entries whose payload was cut to max_entry_bytes (lifetime total)
+    evicted: int = 0  # entries dropped, oldest first, to stay within the quota (lifetime total)
+
+
+@dataclass(frozen=True)
+class QuarantinePolicy:
+    """The bounds of the quarantine, shared by every backend (pure: no SQL here).
+
+    Quarantined input is unauthenticated, so its sender picks its size and rate: 16 junk
+    messages of 1 MB once filled a store's disk and stalled every camera's frames. Each entry
+    keeps at most ``max_entry_bytes`` of its payload (enough to read the header and the start
+    of the body, the useful part for diagnosis) with the size received recorded; the whole
+    quarantine keeps at most ``max_entries`` entries and ``max_total_bytes`` payload bytes,
+    the oldest evicted first, so the newest evidence is what remains. A backend calls ``clip``
+    before it writes and ``evictions`` after, inside the same transaction, and counts both in
+    its ``QuarantineUsage``.
+    """
+
+    max_entry_bytes: int = 4096
+    max_total_bytes: int = 16 * 1024 * 1024
+    max_entries: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.max_entry_bytes < 0 or self.max_total_bytes < self.max_entry_bytes or self.max_entries < 1:
+            raise ValueError(f"bad quarantine bounds: {self}")
+
+    @classmethod
+    def from_config(cls, cfg: QuarantineConfig) -> QuarantinePolicy:
+        return cls(cfg.max_entry_bytes, cfg.max_total_bytes, cfg.max_entries)
+
+    def clip(self, payload: bytes) -> tuple[bytes, bool]:
+        """(the payload bytes to keep, whether that is fewer than were received)."""
+        payload = bytes(payload)
+        if len(payload) <= self.max_entry_bytes:
+            return payload, False
+        return payload[: self.max_entry_bytes], True
+
+    def evictions(self, entries: int, total_bytes: int, oldest_sizes: Iterable[int]) -> int:
+        """How many of the oldest entries to drop so that both bounds hold; ``oldest_sizes``: the
+        kept payload sizes, oldest first (read lazily, only as far as needed)."""
+        n = 0
+        sizes = iter(oldest_sizes)
+        while entries - n > self.max_entries or total_bytes > self.max_total_bytes:
+            size = next(sizes, None)
+            if size is None:
+                break
+            total_bytes -= size
+            n += 1
+        return n
 
 
 @dataclass(frozen=True)
@@ -184,11 +250,20 @@ class Store(abc.ABC):
     def put_frame(self, record: FrameRecord, image_png: bytes, mask_png: bytes) -> bool:
         """Store a frame and its PNGs; a second put of the same (device, counter) is a no-op -> False."""
 
+    quarantine_policy: QuarantinePolicy = QuarantinePolicy()
+
     @abc.abstractmethod
     def quarantine(self, reason: str, device_id: int | None, payload: bytes, detail: str, *,
                    counter: int | None = None, now: float | None = None,
                    drop_staged: tuple[int, int] | None = None) -> int:
-        """Keep rejected input for inspection; ``drop_staged`` also discards that frame's staging."""
+        """Keep rejected input for inspection within ``quarantine_policy``; ``drop_staged`` also
+        discards that frame's staging."""
+
+    def quarantine_usage(self) -> QuarantineUsage:
+        """Entries and bytes held, and the policy's lifetime counts. This default counts what
+        ``list_quarantine`` returns and knows no lifetime counts; backends keep their own tally."""
+        rows = self.list_quarantine(limit=self.quarantine_policy.max_entries + 1)
+        return QuarantineUsage(len(rows), sum(r.size for r in rows))
 
     @abc.abstractmethod
     def count_duplicates(self, counts: dict[int, int]) -> None:

@@ -28,7 +28,9 @@ from cloud.store.base import (
     DeviceSummary,
     FramePaths,
     FrameRecord,
+    QuarantinePolicy,
     QuarantineRecord,
+    QuarantineUsage,
     SessionRecord,
     StagedFragment,
     Store,
@@ -112,6 +114,17 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 """
 
+# The quarantine's running totals (one row), kept in the transaction that changes the quarantine,
+# so bounding it never needs a scan of the payloads; seeded from the table for older databases.
+QUARANTINE_TALLY = """
+CREATE TABLE IF NOT EXISTS quarantine_tally (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    entries INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    truncated INTEGER NOT NULL DEFAULT 0,
+    evicted INTEGER NOT NULL DEFAULT 0
+)"""
+
 _FRAME_COLS = ("device_id, counter, capture_ms, received_at, stored_at, tokenizer_id, width, height, grid_h, "
                "grid_w, wire_bytes, bpp, kept_ratio, lost_ratio, fragments_received, fragments_total, complete, "
                "restore_ms, psnr, worker")
@@ -130,7 +143,8 @@ class SqliteStore(Store):
     name = "sqlite"
 
     def __init__(self, path: str | Path, image_dir: str | Path, *, busy_timeout_s: float = 10.0,
-                 max_page_count: int = 0) -> None:
+                 max_page_count: int = 0, quarantine: QuarantinePolicy | None = None) -> None:
+        self.quarantine_policy = quarantine or QuarantinePolicy()
         self.path = Path(path)
         self.image_dir = Path(image_dir)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,8 +156,18 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._prepare(busy_timeout_s)
+        self._prepare_quarantine()
         if max_page_count:
             self.set_max_page_count(max_page_count)
+
+    def _prepare_quarantine(self) -> None:
+        """The tally row and the ``original_size`` column, for new and older databases alike."""
+        with self._write() as db:
+            db.execute(QUARANTINE_TALLY)
+            if "original_size" not in [r[1] for r in db.execute("PRAGMA table_info(quarantine)")]:
+                db.execute("ALTER TABLE quarantine ADD COLUMN original_size INTEGER")
+            db.execute("INSERT OR IGNORE INTO quarantine_tally (id, entries, bytes) SELECT 1, count(*), "
+                       "coalesce(sum(length(payload)), 0) FROM quarantine")
 
     def _prepare(self, busy_timeout_s: float) -> None:
         """Switch to WAL and create the schema, retrying while other openers hold the file.
@@ -332,14 +356,39 @@ class SqliteStore(Store):
     def quarantine(self, reason: str, device_id: int | None, payload: bytes, detail: str, *,
                    counter: int | None = None, now: float | None = None,
                    drop_staged: tuple[int, int] | None = None) -> int:
+        kept, cut = self.quarantine_policy.clip(payload)
         with self._write() as db:
-            cur = db.execute("INSERT INTO quarantine (received_at, reason, device_id, counter, detail, payload) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
+            cur = db.execute("INSERT INTO quarantine (received_at, reason, device_id, counter, detail, payload, "
+                             "original_size) VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (time.time() if now is None else now, reason, device_id, counter, detail[:2000],
-                              bytes(payload)))
+                              kept, len(payload)))
+            db.execute("UPDATE quarantine_tally SET entries = entries + 1, bytes = bytes + ?, truncated = truncated + ?",
+                       (len(kept), int(cut)))
+            self._evict_quarantine(db)
             if drop_staged is not None:
                 self._drop_staged(db, drop_staged)
             return int(cur.lastrowid or 0)
+
+    def _evict_quarantine(self, db: sqlite3.Connection) -> None:
+        """Drop the oldest entries beyond the policy's quota (inside the writing transaction)."""
+        entries, total = db.execute("SELECT entries, bytes FROM quarantine_tally").fetchone()
+        seen: list[tuple[int, int]] = []
+
+        def oldest() -> Iterator[int]:
+            for qid, size in db.execute("SELECT id, length(payload) FROM quarantine ORDER BY id"):
+                seen.append((qid, size))
+                yield size
+
+        n = self.quarantine_policy.evictions(entries, total, oldest())
+        if n:
+            last, freed = seen[n - 1][0], sum(size for _, size in seen[:n])
+            db.execute("DELETE FROM quarantine WHERE id <= ?", (last,))
+            db.execute("UPDATE quarantine_tally SET entries = entries - ?, bytes = bytes - ?, evicted = evicted + ?",
+                       (n, freed, n))
+
+    def quarantine_usage(self) -> QuarantineUsage:
+        rows = self._read("SELECT entries, bytes, truncated, evicted FROM quarantine_tally")
+        return QuarantineUsage(*(int(v) for v in rows[0])) if rows else QuarantineUsage(0, 0)
 
     def count_duplicates(self, counts: dict[int, int]) -> None:
         if not counts:
@@ -414,7 +463,8 @@ class SqliteStore(Store):
         return DeviceSummary(**dict(rows[0])) if rows else None
 
     def list_quarantine(self, *, limit: int = 50, reason: str | None = None) -> list[QuarantineRecord]:
-        sql = "SELECT id, received_at, reason, device_id, counter, detail, length(payload) AS size FROM quarantine"
+        sql = ("SELECT id, received_at, reason, device_id, counter, detail, length(payload) AS size, "
+               "coalesce(original_size, length(payload)) AS original_size FROM quarantine")
         params: tuple = ()
         if reason is not None:
             sql, params = sql + " WHERE reason = ?", (reason,)
@@ -477,4 +527,5 @@ class SqliteStore(Store):
 
 
 def create(cfg: StoreConfig) -> Store:
-    return SqliteStore(cfg.path, cfg.image_dir, busy_timeout_s=cfg.busy_timeout_s, max_page_count=cfg.max_page_count)
+    return SqliteStore(cfg.path, cfg.image_dir, busy_timeout_s=cfg.busy_timeout_s, max_page_count=cfg.max_page_count,
+                       quarantine=QuarantinePolicy.from_config(cfg.quarantine))
