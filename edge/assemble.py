@@ -59,7 +59,7 @@ def build_service(
         notifier = stack.enter_context(notifier or Notifier.from_env())
         outbox = stack.enter_context(Outbox(
             cfg.outbox.path, max_frames=cfg.outbox.max_frames, max_bytes=cfg.outbox.max_bytes,
-            policy=cfg.outbox.policy,
+            policy=cfg.outbox.policy, counter_file=cfg.outbox.effective_counter_file(),
         ))  # fmt: skip
         source = stack.enter_context(make_source(cfg.capture))
         if selector is None:

@@ -40,6 +40,11 @@ class OutboxConfig:
     max_frames: int = 1000
     max_bytes: int = 10_000_000
     policy: Policy = "drop-oldest"
+    # the frame counter's high-water mark (edge/counter_mark.py); empty: <path>.counter beside the outbox
+    counter_file: Path | None = None
+
+    def effective_counter_file(self) -> Path:
+        return self.counter_file or self.path.with_name(self.path.name + ".counter")
 
 
 @dataclass
@@ -90,6 +95,8 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     base = path.resolve().parent
     cfg.device.key_file = resolve_path(base, cfg.device.key_file)
     cfg.outbox.path = resolve_path(base, cfg.outbox.path)
+    if cfg.outbox.counter_file is not None:
+        cfg.outbox.counter_file = resolve_path(base, cfg.outbox.counter_file)
     if cfg.capture.images.path:
         cfg.capture.images.path = str(resolve_path(base, Path(cfg.capture.images.path)))
     return cfg

@@ -5,7 +5,9 @@ Why SQLite in WAL mode: one file, atomic transactions, survives kill -9 and a po
 database and is incremented in the same transaction that stores the frame's fragments, and the
 fragments are packed *inside* that transaction with the counter just allocated: so a frame is
 either stored with its counter or neither happened, a restart never reuses a counter, and a
-replay after a crash sends the very bytes that were sealed the first time.
+replay after a crash sends the very bytes that were sealed the first time. With a
+``counter_file`` (the service always passes one) a high-water mark outside the database keeps
+counters growing even when the database is lost (``edge.counter_mark``).
 
 Fragments are deleted one by one, only after the transport confirmed each send (at-least-once:
 a crash between a send and its delete resends the same bytes under the same counter, which the
@@ -31,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from .counter_mark import CounterMark, CounterMarkError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,7 @@ class Outbox:
         max_bytes: int = 10_000_000,
         policy: Policy = "drop-oldest",
         first_counter: int = 1,
+        counter_file: str | Path | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"outbox policy {policy!r} is not one of {', '.join(POLICIES)}")
@@ -146,6 +151,19 @@ class Outbox:
         if schema != SCHEMA_VERSION:
             self._db.close()
             raise StorageError(f"outbox {self.path} has schema {schema}, this code reads {SCHEMA_VERSION}")
+        # the high-water mark outlives the database (edge/counter_mark.py): never start below it
+        self._mark: CounterMark | None = None
+        if counter_file is not None:
+            try:
+                self._mark = CounterMark(counter_file)
+            except CounterMarkError as exc:
+                self._db.close()
+                raise StorageError(str(exc)) from exc
+            stored = self._meta("next_counter")
+            if self._mark.limit > stored:
+                self._floor = self._mark.limit
+                log.info("outbox: counters continue at %d (high-water mark %s; the database said %d)",
+                         self._floor, counter_file, stored)
 
     def _meta(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -172,6 +190,8 @@ class Outbox:
             try:
                 counter = max(self._meta("next_counter"), self._floor)
                 self._floor = counter + 1
+                if self._mark is not None:
+                    self._mark.reserve(counter)  # on disk before the sealer uses the counter as a nonce
                 packed = build(counter)
                 if not packed.fragments:
                     raise ValueError(f"frame {counter} has no fragments; nothing to store")
@@ -193,6 +213,8 @@ class Outbox:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
                     raise _storage_error(exc, "cannot store frame in outbox") from exc
+                if isinstance(exc, CounterMarkError):
+                    raise StorageError(str(exc)) from exc
                 raise
         for victim, semantic in evicted:
             log.warning(

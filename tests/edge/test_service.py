@@ -418,7 +418,9 @@ def test_restart_replays_the_stored_bytes_under_the_same_counters(tmp_path, buil
         pty_end.close()
     assert second.returncode == 0, err
     frames = frames_from(pty_end.fragments())
-    assert list(frames) == [1, 2, 3]  # the two queued frames first, then the new one, never renumbered
+    # the two queued frames first, never renumbered; then the new one above the counter mark
+    # written ahead before the restart (a restart skips up to a block: edge/counter_mark.py)
+    assert list(frames)[:2] == [1, 2] and len(frames) == 3 and list(frames)[2] > 2
     assert frames[1] == stored[1] and frames[2] == stored[2]  # byte for byte what was sealed before
 
 
@@ -450,4 +452,5 @@ def test_broker_outage_then_delivery_through_mosquitto(tmp_path, build, mosquitt
                 got.append(data)
     finally:
         consumer.close()
-    assert list(frames_from(got)) == [1, 2, 3]
+    got_counters = list(frames_from(got))  # the new frame continues above the counter mark (edge/counter_mark.py)
+    assert got_counters[:2] == [1, 2] and len(got_counters) == 3 and got_counters[2] > 2
