@@ -23,16 +23,19 @@ from link.errors import LinkError
 from link.tokenizers import get_tokenizer
 
 log = logging.getLogger("tokencast.cloud")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokencast cloud", description="decoder worker and dashboard")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="consume fragments, restore, store, serve metrics and the dashboard")
-    serve.add_argument("--config", type=Path, required=True)
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--config", type=Path, required=True,
+                       help="cloud TOML file (see cloud/cloud.example.toml; relative paths are taken from its folder)")
+    serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                       help="log verbosity (default INFO)")
     check = sub.add_parser("check-config", help="load and validate a cloud.toml")
-    check.add_argument("--config", type=Path, required=True)
+    check.add_argument("--config", type=Path, required=True, help="cloud TOML file to check")
     return p
 
 

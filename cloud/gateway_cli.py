@@ -16,9 +16,11 @@ from link.errors import LinkError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokencast gateway", description="forward a serial radio link to MQTT")
-    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--config", type=Path, required=True,
+                   help="gateway TOML file (see cloud/gateway.example.toml): serial port, radio, broker")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="log verbosity (default INFO)")
     return p
 
 

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=int, metavar="N", help="exit after N frames are queued and sent")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides log_level")
     check = sub.add_parser("check-config", help="load and check the config and key, then exit")
-    check.add_argument("--config", required=True)
+    check.add_argument("--config", required=True, help="edge TOML file to check (and its key file)")
     return parser
 
 

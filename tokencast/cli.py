@@ -20,8 +20,19 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("tokencast")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def usage() -> str:
-    lines = ["usage: tokencast <command> [args]", "", "commands:"]
+    lines = ["usage: tokencast [--version] <command> [args]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
@@ -31,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"tokencast {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(f"tokencast: unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
@@ -41,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"tokencast {name}: not available ({exc}); install the matching extra", file=sys.stderr)
         return 2
-    return int(module.main(rest))
+    try:
+        return int(module.main(rest))
+    except BrokenPipeError:  # output piped into `head` and the like: not an error worth a traceback
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
