@@ -3,8 +3,9 @@
     python benchmarks/latency_power.py --images DIR --out DIR [--backend onnxruntime|tensorrt]
         [--precision fp32 fp16 int8] [--seconds 30] [--bpp 0.074]
 
-Runs the real ``EdgePipeline`` (encoder through the chosen runtime, segmenter, recoverability,
-sampler) plus ``pack`` on the images in a loop for ``--seconds`` per precision, and reports p50
+Runs the real ``EdgePipeline`` (encoder through the chosen runtime, the detector -- the
+``detect`` stage: the default YOLOX-Nano with its mask refinement --, recoverability, sampler)
+plus ``pack`` on the images in a loop for ``--seconds`` per precision, and reports p50
 and p95 per stage, frames/s, peak RSS, and energy per frame from the first readable power
 source: Jetson INA3221 rails (hwmon), Raspberry Pi 5 PMIC (``vcgencmd pmic_read_adc``), Intel
 RAPL (``/sys/class/powercap/intel-rapl:0/energy_uj``). Energy per frame is the integrated power
@@ -12,7 +13,10 @@ over the run minus the idle power over the same time, divided by the frames; an 
 ``--idle-seconds`` is measured first. The encoder and scorer of each precision are the files
 ``export/build_engines.py`` recorded in ``--engines DIR/manifest.json`` (default ``engines/``,
 its default output; the TensorRT engine with ``--backend tensorrt``); without a manifest, fp32
-runs the shipped encoder. ``--encoder`` with ``{precision}`` names the files instead;
+runs the shipped encoder. The detector of that precision comes from the same manifest when it
+passed its box-agreement threshold there, else the FP32 one (a note says so).
+``--frame-size WxH`` resizes every image first (e.g. 768x512, or 1920x1080 to see the cost of
+tiling). ``--encoder`` with ``{precision}`` names the files instead;
 ``--random-init`` writes a tiny random ONNX encoder (tests; its timings mean nothing).
 Without ``--images`` the scikit-image sample photos are used where scikit-image is installed. The link table gives bytes and LoRa time on air per frame for SF7-SF12 at
 min(MTU, the SF's payload limit) and frames per hour under the duty cycle.
@@ -38,6 +42,7 @@ from edge.pipeline import DEFAULT_ENCODER, EdgePipeline, PipelineConfig
 from edge.recoverability import DEFAULT_SCORER
 from edge.runtime import RuntimeConfig
 from edge.sampler import BudgetConfig
+from edge.segmenter import SegmenterConfig
 from link.entropy import default_prior
 from link.frame import Frame
 from link.lora import RadioProfile
@@ -47,7 +52,8 @@ from link.security import Sealer
 PROG = "latency_power"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
-STAGES = ("encode", "segment", "score", "select", "pack")
+STAGES = ("encode", "detect", "score", "select", "pack")
+STAGE_NAMES = {"segment": "detect"}  # the pipeline's segment timing is the detector + its masks
 
 
 # ---- power sources: each returns a reader () -> watts (or joules counter for RAPL), or None ----
@@ -226,7 +232,7 @@ def measure(pipe: EdgePipeline, images: list[np.ndarray], seconds: float, budget
         pack(frame, mtu=mtu, sealer=sealer, prior=default_prior(frame.tokenizer_id))
         end = time.perf_counter()
         for k, v in sel.timings.items():
-            times.setdefault(k, []).append(v)
+            times.setdefault(STAGE_NAMES.get(k, k), []).append(v)
         times["pack"].append((end - tp) * 1000.0)
         totals.append((end - t) * 1000.0)
         frames.append(frame)
@@ -280,6 +286,32 @@ def engine_files(engines: Path, precision: str, backend: str) -> tuple[Path, Pat
     return encoder, found["scorer"]
 
 
+def detector_file(engines: Path, precision: str, backend: str) -> tuple[Path, str] | None:
+    """(file, sha256) of the detector ``precision`` in the manifest if it passed its threshold, else None."""
+    try:
+        models = json.loads((engines / "manifest.json").read_text()).get("models", {})
+    except (OSError, ValueError):
+        return None
+    entry = models.get("detector", {}).get("engines", {}).get(precision, {})
+    if entry.get("status") != "ok":
+        return None
+    if backend == "tensorrt":
+        entry = entry.get("tensorrt") or {}
+    path = engines / entry["file"] if entry.get("file") else None
+    return (path, entry["sha256"]) if path is not None and path.is_file() and entry.get("sha256") else None
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop to the aspect of ``size`` (W, H), then resize to it."""
+    w, h = size
+    ih, iw = image.shape[:2]
+    scale = min(ih / h, iw / w)
+    ch, cw = int(round(h * scale)), int(round(w * scale))
+    top, left = (ih - ch) // 2, (iw - cw) // 2
+    crop = Image.fromarray(np.ascontiguousarray(image[top : top + ch, left : left + cw]))
+    return np.asarray(crop.resize((w, h), Image.Resampling.BICUBIC))
+
+
 def load_images(folder: Path | None, limit: int) -> tuple[list[np.ndarray], list[str]]:
     """The images to loop over, and one note per file that could not be read (skipped)."""
     notes: list[str] = []
@@ -313,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build_engines.py output with manifest.json (default engines/)")
     p.add_argument("--encoder", default=None,
                    help="ONNX file instead of the manifest's; '{precision}' is substituted")
-    p.add_argument("--segmenter", default="opencv")
+    p.add_argument("--segmenter", default=SegmenterConfig.backend, help="segmenter backend (default %(default)s)")
+    p.add_argument("--tiling", default=None, choices=["auto", "always", "never"], help="detector tiling")
+    p.add_argument("--frame-size", default=None, help="resize every image to WxH first, e.g. 768x512")
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--idle-seconds", type=float, default=5.0)
     p.add_argument("--bpp", type=float, default=None, help="budget (default: the pipeline config's bytes)")
@@ -333,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     except EngineNotBuilt as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
+    if args.frame_size:
+        try:
+            fw, fh = (int(v) for v in args.frame_size.lower().split("x"))
+        except ValueError:
+            print(f"{PROG}: --frame-size {args.frame_size!r}: expected WxH, e.g. 768x512", file=sys.stderr)
+            return 2
+        images = [resize_to(im, (fw, fh)) for im in images]
     for note in notes:
         print(f"{PROG}: {note}", file=sys.stderr)
     if not images:
@@ -374,6 +415,18 @@ def main(argv: list[str] | None = None) -> int:
         if scorer is not None and args.backend == "tensorrt":
             config.recoverability.runtime = RuntimeConfig(backend="tensorrt")
         config.segmenter.backend = args.segmenter
+        if args.tiling:
+            config.segmenter.tiling = args.tiling
+        detector = None
+        if args.segmenter == "yolox" and not args.random_init and args.encoder is None:
+            detector = detector_file(args.engines, precision, args.backend)
+            if detector is not None:
+                config.segmenter.model, config.segmenter.model_sha256 = detector
+                if args.backend == "tensorrt":
+                    config.segmenter.runtime = RuntimeConfig(backend="tensorrt")
+            elif precision != "fp32":
+                notes.append(f"detector {precision}: none in {args.engines} that passed its threshold; "
+                             "the shipped fp32 detector runs")
         config.packet.mtu = args.mtu
         try:
             pipe = EdgePipeline.from_config(config)
@@ -386,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         e = run.pop("energy_j")
         run["energy_per_frame_mj"] = (e - idle_w * run["wall_s"]) / run["frames"] * 1000.0 if meter.available else None
         runs.append({"precision": precision, "backend": args.backend, "encoder": str(encoder),
-                     "scorer": None if scorer is None else str(scorer)} | run)
+                     "scorer": None if scorer is None else str(scorer),
+                     "detector": str(detector[0]) if detector else args.segmenter} | run)
         frames = frames or got
     skipped = [n for n in notes if n.startswith(tuple(f"{p}:" for p in args.precision))]
     if not runs:
@@ -399,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     result |= {"peak_rss_mb": peak_rss_mb(), "power_source": meter.source, "idle_power_w": idle_w,
                "precision": first["precision"], "backend": args.backend, "runs": runs,
                "link_budget": link_budget(frames, args.mtu, 8, args.duty_cycle), "images": len(images),
+               "frame_size": [int(images[0].shape[1]), int(images[0].shape[0])] if args.frame_size else None,
                "random_init": args.random_init, "notes": notes, "torch_loaded": "torch" in sys.modules}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latency.json").write_text(json.dumps(_clean(result), indent=2) + "\n")

@@ -19,7 +19,7 @@ def test_quick_run_without_torch(tiny_images, tmp_path):
         import sys
         from benchmarks import latency_power
         rc = latency_power.main(["--images", {str(tiny_images)!r}, "--out", {str(out)!r}, "--quick",
-                                 "--random-init", "--bpp", "0.12"])
+                                 "--random-init", "--bpp", "0.12", "--frame-size", "96x64"])
         assert rc == 0, rc
         assert "torch" not in sys.modules, "latency_power imported torch"
     """)
@@ -27,7 +27,8 @@ def test_quick_run_without_torch(tiny_images, tmp_path):
     data = json.loads((out / "latency.json").read_text())
     assert {"stages", "total_p50_ms", "fps", "peak_rss_mb", "power_source", "energy_per_frame_mj",
             "link_budget"} <= set(data)
-    assert set(data["stages"]) >= {"encode", "segment", "score", "select", "pack"}
+    assert set(data["stages"]) == {"encode", "detect", "score", "select", "pack"}
+    assert data["frame_size"] == [96, 64] and data["runs"][0]["detector"] == "yolox"
     assert all({"p50_ms", "p95_ms"} <= set(v) for v in data["stages"].values())
     assert [r["sf"] for r in data["link_budget"]] == [7, 8, 9, 10, 11, 12]
     assert data["link_budget"][0]["frames_per_hour"] > data["link_budget"][-1]["frames_per_hour"]
