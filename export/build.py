@@ -21,8 +21,8 @@ import torch
 from . import calib, fp16, int8, manifest, segmenter, tensorrt_build, validate
 from .errors import ExportError
 from .graph import opset, shapes
-from .onnx_export import export_onnx
-from .sources import KIND, Source
+from .onnx_export import GRAPHS, export_onnx
+from .sources import CODE_PICKERS, KIND, Source
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def feeds_for(subject: Subject, images: Sequence[calib.CalibImage]) -> list[vali
     src = subject.source
     if src is None:
         raise ValueError(f"{subject.name}: neither a torch source nor a segmenter graph")
-    if src.name in ("encoder", "scorer"):
+    if src.name in (*CODE_PICKERS, "scorer"):
         return [{"image": calib.to_batch(im)} for im in images]
     if src.name == "decoder":
         toks = validate.torch_tokens(src, [calib.to_batch(im) for im in images])
@@ -78,15 +78,16 @@ def _export(subject: Subject, precision: str, path: Path, opts: Options,
         elif subject.source is not None:
             export_onnx(subject.source, path, subject.size, opset=opts.opset, dynamic=opts.dynamic)
         return []
-    code_picking = subject.name == "encoder"
+    code_picking = subject.name in CODE_PICKERS
+    outputs = list(GRAPHS[subject.name].outputs) if code_picking else []
     if precision == "fp16":
         model, kept = fp16.to_fp16(onnx.load(str(fp32_path)), float32_tails=code_picking)
         onnx.save(model, str(path))
         return kept
-    tails = ["indices"] if code_picking else ["output0"] if subject.seg is not None else []
+    tails = outputs if code_picking else ["output0"] if subject.seg is not None else []
     target = None
-    if code_picking:
-        target = int8.CodeTarget("indices", validate.THRESHOLDS[("encoder", "int8")][1])
+    if code_picking:  # every integer output (fine ids, coarse levels) held to the agreement minimum
+        target = int8.CodeTarget(outputs[0], validate.THRESHOLDS[(subject.name, "int8")][1], tuple(outputs[1:]))
     return int8.to_int8(fp32_path, path, feeds, exclude_tails_of=tails, code_target=target)
 
 
@@ -175,7 +176,7 @@ def build_model(subject: Subject, opts: Options, images: Sequence[calib.CalibIma
                 continue
         if opts.tensorrt and precision in opts.precisions:
             blocked = fp16.blocked_nodes(onnx.load(str(opts.out / f"{subject.name}.fp32.onnx")),
-                                         subject.name == "encoder") if precision == "fp16" else []
+                                         subject.name in CODE_PICKERS) if precision == "fp16" else []
             _tensorrt(subject, precision, engines[precision], opts, old_engines.get(precision), blocked)
     return {"kind": kind, "source": {"path": subject.path, "sha256": subject.sha256,
                                      "random_init": subject.source is not None and subject.source.random_init},

@@ -55,10 +55,16 @@ Feed = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class CodeTarget:
-    """Keep enough convs float that integer ``output`` matches the FP32 graph on ``minimum`` of its cells."""
+    """Keep enough convs float that integer ``output`` (and each of ``also``) matches the FP32
+    graph on ``minimum`` of its cells; the worst of them decides."""
 
     output: str
     minimum: float
+    also: tuple[str, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.output, *self.also)
 
 
 class ListReader:
@@ -97,14 +103,19 @@ def choose_quantized(costs: dict[str, float], budget: float) -> list[str]:
     return chosen
 
 
-def agreement(path: Path, feeds: Sequence[Feed], output: str, reference: Sequence[np.ndarray]) -> float:
-    """Fraction of cells of integer ``output`` equal to ``reference``, over all feeds."""
+def agreement(path: Path, feeds: Sequence[Feed], output: str | Sequence[str], reference: Sequence) -> float:
+    """Fraction of cells of integer ``output`` equal to ``reference``, over all feeds; for several
+    outputs (``reference`` then holds a tuple per feed), the lowest of their agreements."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return float(np.mean([np.mean(session.run([output], f)[0] == r) for f, r in zip(feeds, reference, strict=True)]))
+    if isinstance(output, str):
+        return float(np.mean([np.mean(session.run([output], f)[0] == r) for f, r in zip(feeds, reference, strict=True)]))
+    got = [session.run(list(output), f) for f in feeds]
+    return min(float(np.mean([np.mean(g[i] == r[i]) for g, r in zip(got, reference, strict=True)]))
+               for i in range(len(output)))
 
 
 class _Quantizer:
@@ -133,7 +144,7 @@ def sensitive_convs(quantize: _Quantizer, model: onnx.ModelProto, excluded: list
 
     def score(quantized: Sequence[str]) -> float:
         quantize(trial, excluded + [c for c in convs if c not in quantized])
-        return agreement(trial, quantize.feeds, target.output, reference)
+        return agreement(trial, quantize.feeds, target.outputs if target.also else target.output, reference)
 
     costs = {c: 1.0 - score([c]) for c in convs}
     chosen = choose_quantized(costs, 1.0 - target.minimum)
@@ -144,7 +155,7 @@ def sensitive_convs(quantize: _Quantizer, model: onnx.ModelProto, excluded: list
     kept = [c for c in convs if c not in chosen]
     if kept:
         log.warning("int8: %d of %d convs kept float to hold %s agreement >= %.3f: %s", len(kept), len(convs),
-                    target.output, target.minimum, ", ".join(kept))
+                    "/".join(target.outputs), target.minimum, ", ".join(kept))
     return kept
 
 
@@ -169,7 +180,10 @@ def to_int8(fp32_path: Path, out_path: Path, feeds: Sequence[Feed], *, exclude_t
         quantize = _Quantizer(pre, feeds, tmp / "ranges.json")
         if code_target is not None:
             session = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
-            reference = [session.run([code_target.output], f)[0] for f in feeds]
+            if code_target.also:
+                reference = [session.run(list(code_target.outputs), f) for f in feeds]
+            else:
+                reference = [session.run([code_target.output], f)[0] for f in feeds]
             excluded += sensitive_convs(quantize, model, excluded, code_target, reference, tmp)
         quantize(out_path, excluded)
     return excluded

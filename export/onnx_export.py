@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from .sources import MASKGIT_WINDOW, Source, codebook_size
+from .sources import CODE_PICKERS, MASKGIT_WINDOW, Source, codebook_size
 
 DEFAULT_OPSET = 17
 
@@ -31,6 +31,10 @@ class GraphSpec:
 GRAPHS: dict[str, GraphSpec] = {
     "encoder": GraphSpec(("image",), ("indices",),
                          {"image": {2: "height", 3: "width"}, "indices": {1: "grid_h", 2: "grid_w"}}),
+    # tokenizer v2's edge encoder: H, W multiples of 16; fine ids at /8, FSQ coarse levels at /16
+    "encoder2": GraphSpec(("image",), ("indices", "coarse"),
+                          {"image": {2: "height", 3: "width"}, "indices": {1: "grid_h", 2: "grid_w"},
+                           "coarse": {2: "coarse_h", 3: "coarse_w"}}),
     "scorer": GraphSpec(("image",), ("difficulty",),
                         {"image": {2: "height", 3: "width"}, "difficulty": {2: "grid_h", 3: "grid_w"}}),
     "decoder": GraphSpec(("indices",), ("image",),
@@ -44,7 +48,7 @@ def example_input(source: Source, size: tuple[int, int]) -> torch.Tensor:
     """A traceable input; deterministic so the exported file is too."""
     g = torch.Generator().manual_seed(0)
     h, w = size
-    if source.name in ("encoder", "scorer"):
+    if source.name in (*CODE_PICKERS, "scorer"):
         return torch.rand(1, 3, h, w, generator=g)
     if source.name == "decoder":
         return torch.randint(0, codebook_size(source), (1, h // 8, w // 8), generator=g)

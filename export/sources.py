@@ -21,14 +21,22 @@ from models.maskgit import MaskGIT, MaskGITConfig
 from models.registry import ModelNotFound, files_for
 from models.scorer import Scorer, ScorerConfig
 from models.tokenizer import DecoderExport, EncoderExport, TokenizerConfig, VQTokenizer
+from models.tokenizer2 import Encoder2Export, Tokenizer2Config, TwoLayerTokenizer
 
 SEED = 0
 MASKGIT_WINDOW = 16  # the cloud restores 16x16 token windows; the exported step is fixed to it
 RANDOM_MASKGIT = MaskGITConfig(depth=2, dim=64, heads=4)  # as models.codec.load_maskgit(random_init=True)
 
 # model name -> (registry file attribute, edge or cloud)
-WEIGHTS = {"encoder": "tokenizer", "decoder": "tokenizer", "scorer": "scorer", "maskgit": "maskgit"}
-KIND = {"encoder": "edge", "scorer": "edge", "segmenter": "edge", "decoder": "cloud", "maskgit": "cloud"}
+WEIGHTS = {"encoder": "tokenizer", "encoder2": "tokenizer", "decoder": "tokenizer", "scorer": "scorer",
+           "maskgit": "maskgit"}
+KIND = {"encoder": "edge", "encoder2": "edge", "scorer": "edge", "segmenter": "edge", "decoder": "cloud",
+        "maskgit": "cloud"}
+# Models that belong to one tokenizer id whatever --tokenizer-id says: the two-layer edge encoder
+# (fine ids + coarse levels) is tokenizer v2's, ``tc-vq2-f16c-f8``.
+TOKENIZER_OF = {"encoder2": 3}
+# Graphs that end in a nearest-code pick: float32 tails in FP16, code-agreement targets in INT8.
+CODE_PICKERS = ("encoder", "encoder2")
 
 
 @dataclass
@@ -37,7 +45,7 @@ class Source:
     module: nn.Module  # what torch.onnx.export traces; eval mode
     sha256: str
     path: str | None  # None for --random-init
-    tokenizer: VQTokenizer | None = None  # encoder/decoder: for decoding in the validation report
+    tokenizer: VQTokenizer | TwoLayerTokenizer | None = None  # encoders/decoder: for the validation report
 
     @property
     def random_init(self) -> bool:
@@ -65,11 +73,19 @@ def _random_sha(name: str, config: object) -> str:
 def load_source(name: str, *, random_init: bool = False, tokenizer_id: int = 1, root: Path | None = None) -> Source:
     """The eval-mode torch module behind exported model ``name`` and its weights' sha256."""
     weights = WEIGHTS[name]
+    tokenizer_id = TOKENIZER_OF.get(name, tokenizer_id)
     torch.manual_seed(SEED)
     if random_init:
         state, meta, sha, path = None, {}, "", None
     else:
         state, meta, sha, path = _read(weights, tokenizer_id, root)
+    if name == "encoder2":
+        cfg2 = Tokenizer2Config.from_dict(meta["config"]) if meta else Tokenizer2Config()
+        tok2 = TwoLayerTokenizer(cfg2)
+        if state is not None:
+            tok2.load_state_dict(state)
+        tok2.eval()
+        return Source(name, Encoder2Export(tok2).eval(), sha or _random_sha(weights, cfg2), path, tok2)
     if weights == "tokenizer":
         tok_cfg = TokenizerConfig.from_dict(meta["config"]) if meta else TokenizerConfig()
         tok = VQTokenizer(tok_cfg)
@@ -92,6 +108,8 @@ def load_source(name: str, *, random_init: bool = False, tokenizer_id: int = 1, 
 
 
 def codebook_size(source: Source) -> int:
+    if isinstance(source.tokenizer, TwoLayerTokenizer):
+        return source.tokenizer.cfg.fine.codebook_size
     if source.tokenizer is not None:
         return source.tokenizer.cfg.codebook_size
     if isinstance(source.module, MaskGIT):

@@ -27,6 +27,10 @@ THRESHOLDS: dict[tuple[str, str], tuple[str, float]] = {
     ("encoder", "fp32"): ("token_agreement", 0.999),
     ("encoder", "fp16"): ("token_agreement", 0.995),
     ("encoder", "int8"): ("token_agreement", 0.97),
+    # tokenizer v2's encoder: the lower of fine-id and coarse-level agreement, same minimums
+    ("encoder2", "fp32"): ("token_agreement", 0.999),
+    ("encoder2", "fp16"): ("token_agreement", 0.995),
+    ("encoder2", "int8"): ("token_agreement", 0.97),
     ("scorer", "fp32"): ("spearman", 0.999),
     ("scorer", "fp16"): ("spearman", 0.99),
     ("scorer", "int8"): ("spearman", 0.95),
@@ -121,6 +125,8 @@ def accuracy(source: Source, run: Runner, feeds: Sequence[Feed]) -> dict[str, fl
     with torch.no_grad():
         ref = [[t.numpy() for t in _as_tuple(source.module(torch.from_numpy(next(iter(f.values())))))] for f in feeds]
     got = [run(f) for f in feeds]
+    if source.name == "encoder2":
+        return two_layer_accuracy(source, feeds, got, ref)
     if source.name == "encoder":
         tok = source.tokenizer
         if tok is None:
@@ -148,6 +154,28 @@ def accuracy(source: Source, run: Runner, feeds: Sequence[Feed]) -> dict[str, fl
         masked = f["ids"] == k
         agree.append(np.mean(g[0].argmax(-1)[masked] == r[0].argmax(-1)[masked]))
     return {"top1_agreement": round(float(np.mean(agree)), 6)}
+
+
+def two_layer_accuracy(source: Source, feeds: Sequence[Feed], got: list, ref: list) -> dict[str, float]:
+    """Tokenizer v2's encoder: fine-id and coarse-level agreement (the headline is the lower),
+    and the PSNR change of decoding the file's output instead of torch's, all tokens known."""
+    from models.tokenizer2 import TwoLayerTokenizer
+
+    tok = source.tokenizer
+    if not isinstance(tok, TwoLayerTokenizer):
+        raise ValueError("encoder2 source without its two-layer tokenizer")
+    fine = float(np.mean([np.mean(g[0] == r[0]) for g, r in zip(got, ref, strict=True)]))
+    coarse = float(np.mean([np.mean(g[1] == r[1]) for g, r in zip(got, ref, strict=True)]))
+
+    def decode(fine_ids: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        codes = tok.quantizer.lookup(torch.from_numpy(fine_ids.astype(np.int64)))
+        values = tok.coarse_values(torch.from_numpy(levels.astype(np.int64)))
+        return tok.decode_codes(codes, torch.ones_like(codes[:, :1]), values).numpy()
+
+    with torch.no_grad():
+        deltas = [psnr(f["image"], decode(*g)) - psnr(f["image"], decode(*r)) for f, g, r in zip(feeds, got, ref, strict=True)]
+    return {"token_agreement": round(min(fine, coarse), 6), "fine_agreement": round(fine, 6),
+            "coarse_agreement": round(coarse, 6), "psnr_delta_db": round(float(np.mean(deltas)), 4)}
 
 
 def _as_tuple(x: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -119,7 +119,7 @@ class TokenCodec2:
         for im in images:
             if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
                 raise CodecInputError(f"images must be uint8 HxWx3, got {im.dtype} {im.shape}")
-            x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float().div(255)
+            x = torch.from_numpy(np.array(im)).permute(2, 0, 1)[None].float().div(255)  # copy: may be read-only
             fine, coarse = self.tokenizer.encode(x.to(self.device))
             out.append((fine[0].cpu().numpy().astype(np.int64), coarse[0].cpu().numpy().astype(np.int64)))
         return out

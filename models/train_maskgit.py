@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,48 @@ def validate(model: MaskGIT, batches: list[tuple[np.ndarray, np.ndarray]], codeb
     return out
 
 
+def train_step(model: MaskGIT, opt: torch.optim.Optimizer, ids: torch.Tensor, known: torch.Tensor,
+               codebook: torch.Tensor, latent_weight: float, coarse: torch.Tensor | None = None) -> float:
+    """One optimiser step on masked windows: cross-entropy (label smoothing 0.1) at masked cells
+    plus ``latent_weight`` x the code-vector error when the model regresses codes; returns the loss."""
+    inp = torch.where(known, ids, torch.full_like(ids, model.cfg.mask_id))
+    logits, latents = model.forward_both(inp) if coarse is None else model.forward_both(inp, coarse)
+    sel = (~known).reshape(-1)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1])[sel], ids.reshape(-1)[sel],
+                                             label_smoothing=0.1)
+    if latents is not None:
+        loss = loss + latent_weight * latent_loss(latents, ids, ~known, codebook)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def after_step(step: int, wall: float, loss: float, args: argparse.Namespace, log_path: Path, bar: tqdm,
+               validate_now: Callable[[], dict], score: Callable[[dict], float], best: float,
+               export: Callable[[dict], None]) -> float:
+    """Log the loss every 50 steps; every ``args.val_every`` steps validate, log, and export when
+    the score beats ``best``. Returns the best score so far."""
+    if step % 50 == 0:
+        bar.set_postfix(loss=f"{loss:.3f}")
+        append_jsonl(log_path, {"step": step, "wall": round(wall, 1), "loss": loss})
+    if step % args.val_every == 0 or step == args.steps:
+        m = validate_now()
+        m.update(step=step, wall=round(wall, 1))
+        bar.write(f"validation: {json.dumps(m)}")
+        append_jsonl(log_path, m)
+        if score(m) > best:
+            best = score(m)
+            export(m)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -221,34 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         ids, known = sample_batch(grids, args.batch, args.window, rng)
-        t_ids, t_known = torch.from_numpy(ids).to(device), torch.from_numpy(known).to(device)
-        inp = torch.where(t_known, t_ids, torch.full_like(t_ids, cfg.mask_id))
-        logits, latents = model.forward_both(inp)
-        sel = (~t_known).reshape(-1)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cb)[sel], t_ids.reshape(-1)[sel],
-                                                 label_smoothing=0.1)
-        if latents is not None:
-            loss = loss + args.latent_weight * latent_loss(latents, t_ids, ~t_known, codebook)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = train_step(model, opt, torch.from_numpy(ids).to(device), torch.from_numpy(known).to(device),
+                          codebook, args.latent_weight)
         step += 1
         wall = wall0 + time.time() - t0
         bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": step, "wall": round(wall, 1), "loss": loss.item()}) + "\n")
-        if step % args.val_every == 0 or step == args.steps:
-            m = validate(model, val_batches, codebook)
-            m.update(step=step, wall=round(wall, 1))
-            bar.write(f"validation: {json.dumps(m)}")
-            with open(log_path, "a") as f:
-                f.write(json.dumps(m) + "\n")
-            if model_score(m) > best:
-                best = model_score(m)
-                export(m)
+        best = after_step(step, wall, loss, args, log_path, bar, lambda: validate(model, val_batches, codebook),
+                          model_score, best, export)
         if time.time() - t_saved > args.save_every:
             save()
             t_saved = time.time()

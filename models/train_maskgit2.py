@@ -34,7 +34,7 @@ from models.interp import interpolate_codes
 from models.maskgit import MaskGIT, MaskGITConfig, coarse_to_fine
 from models.masks import dispersed_known, object_known, training_known
 from models.tokenizer2 import Tokenizer2Config, TwoLayerTokenizer
-from models.train_maskgit import encoder_fingerprint, latent_loss, lr_at
+from models.train_maskgit import after_step, append_jsonl, encoder_fingerprint, latent_loss, lr_at, train_step
 
 NEW_PARTS = ("coarse_in.", "coarse_prior.")
 
@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", default="../shared/data/val")
     p.add_argument("--tokenizer", default=str(CHECKPOINT_DIR / "tokenizer2_f16c_f8.safetensors"))
     p.add_argument("--init", default=str(CHECKPOINT_DIR / "maskgit_f8_k1024.safetensors"),
-                   help="v1 MaskGIT weights to start from (fresh run only)")
+                   help="MaskGIT weights to start from (fresh run only): v1, or a v2 run on provisional "
+                        "coarse levels (a tokenizer v2 whose coarse head was still training)")
+    p.add_argument("--baseline", default=str(CHECKPOINT_DIR / "maskgit_f8_k1024.safetensors"),
+                   help="v1 MaskGIT validated once at the start, on the same windows, as the reference")
     p.add_argument("--out", default=str(CHECKPOINT_DIR / "maskgit2_f16c_f8.safetensors"))
     p.add_argument("--run", default="maskgit2_f16c_f8")
     p.add_argument("--steps", type=int, default=4500, help="total steps (sets the LR schedule)")
@@ -79,7 +82,7 @@ def tokenize_all2(tok: TwoLayerTokenizer, images: list[np.ndarray], flips: bool)
     for im in images:
         for flip in (False, True) if flips else (False,):
             a = im[:, ::-1] if flip else im
-            x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float().div(255)
+            x = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float().div(255)  # a writable copy
             fine, coarse = tok.encode(x)
             out.append((fine[0].numpy().astype(np.int16), coarse[0].numpy().astype(np.int8)))
     return out
@@ -210,7 +213,8 @@ def score(m: dict) -> float:
 
 
 def build_model(tok: TwoLayerTokenizer, init: str) -> MaskGIT:
-    """The v1 restorer plus zero-initialised coarse projections: at step 0 it is v1 exactly."""
+    """The v1 restorer plus zero-initialised coarse projections (at step 0 it is v1 exactly), or
+    a v2 restorer as it was saved."""
     init_state, init_meta = load_weights(init)
     v1 = MaskGITConfig.from_dict(init_meta["config"])
     if v1.codebook_size != tok.cfg.fine.codebook_size or not v1.latent_dim or v1.interp_sigma <= 0:
@@ -260,11 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         step, best, wall = st["step"], st["best"], st["wall"]
         print(f"resumed at step {step} ({wall / 60:.1f} min trained)", flush=True)
     else:
-        m = validate(model, sets, codebook)
-        m.update(step=0, wall=0.0, baseline="v1 (coarse projections at zero)")
+        m = validate(build_model(tok, args.baseline), sets, codebook)
+        m.update(step=0, wall=0.0, baseline=f"{args.baseline} (coarse projections at zero)")
         print(f"validation: {json.dumps(m)}", flush=True)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(m) + "\n")
+        append_jsonl(log_path, m)
     print(f"maskgit v2: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
 
     def save() -> None:
@@ -282,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     t0, t_saved, wall0 = time.time(), time.time(), wall
     bar = tqdm(total=args.steps, initial=step, desc="maskgit2", mininterval=10, file=sys.stdout)
     model.train()
-    cb = model.cfg.codebook_size
     while step < args.steps:
         if args.minutes and wall >= args.minutes * 60:
             print("wall-time limit reached", flush=True)
@@ -290,33 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         ids, known, coarse = sampler.batch(args.batch, rng)
-        t_ids, t_known = torch.from_numpy(ids), torch.from_numpy(known)
-        inp = torch.where(t_known, t_ids, torch.full_like(t_ids, model.cfg.mask_id))
-        logits, latents = model.forward_both(inp, torch.from_numpy(coarse))
-        sel = (~t_known).reshape(-1)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cb)[sel], t_ids.reshape(-1)[sel],
-                                                 label_smoothing=0.1)
-        loss = loss + args.latent_weight * latent_loss(latents, t_ids, ~t_known, codebook)  # type: ignore[arg-type]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = train_step(model, opt, torch.from_numpy(ids), torch.from_numpy(known), codebook, args.latent_weight,
+                          torch.from_numpy(coarse))
         step += 1
         wall = wall0 + time.time() - t0
         bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            with open(log_path, "a") as f:
-                f.write(json.dumps({"step": step, "wall": round(wall, 1), "loss": loss.item()}) + "\n")
-        if step % args.val_every == 0 or step == args.steps:
-            m = validate(model, sets, codebook)
-            m.update(step=step, wall=round(wall, 1))
-            bar.write(f"validation: {json.dumps(m)}")
-            with open(log_path, "a") as f:
-                f.write(json.dumps(m) + "\n")
-            if score(m) > best:
-                best = score(m)
-                export(m)
+        best = after_step(step, wall, loss, args, log_path, bar, lambda: validate(model, sets, codebook),
+                          score, best, export)
         if time.time() - t_saved > args.save_every:
             save()
             t_saved = time.time()
@@ -326,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     zero = {f"{k}_coarse_zeroed": v for k, v in validate(model, sets, codebook, zero_coarse=True).items()}
     m.update(step=step, wall=round(wall, 1), **zero)
     print(f"final validation: {json.dumps(m)}", flush=True)
-    with open(log_path, "a") as f:
-        f.write(json.dumps({"final": m}) + "\n")
+    append_jsonl(log_path, {"final": m})
     if score(m) >= best:
         export(m)
     return 0

@@ -21,7 +21,7 @@ def test_manifest_schema(built):
     out, data, _ = built
     assert data["schema"] == manifest.SCHEMA and data["input_size"] == [64, 64]
     assert [im["name"] for im in data["calibration"]["images"]][0] == "skimage.data.astronaut"
-    assert set(data["models"]) == {"encoder", "scorer", "segmenter", "decoder", "maskgit"}
+    assert set(data["models"]) == {"encoder", "encoder2", "scorer", "segmenter", "decoder", "maskgit"}
     for name, model in data["models"].items():
         assert model["kind"] in ("edge", "cloud") and len(model["source"]["sha256"]) == 64
         for prec, e in model["engines"].items():
@@ -105,7 +105,8 @@ def test_second_run_is_cached_and_identical(built, capsys):
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")}
     assert build_engines.main(argv) == 0
     text = capsys.readouterr().out
-    assert "building" not in text and text.count(": cached") == 13  # 3 encoder, scorer, segmenter; 2 decoder, maskgit
+    # 3 encoder, encoder2, scorer, segmenter; 2 decoder, maskgit
+    assert "building" not in text and text.count(": cached") == 16
     assert (out / "manifest.json").read_bytes() == before
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")} == mtimes
 
