@@ -45,6 +45,8 @@ class BudgetTooSmall(ValueError):
     @classmethod
     def for_budget(cls, budget: BudgetConfig, width: int, height: int, empty_size: float) -> BudgetTooSmall:
         """The same failure, naming the minimum ``budget.value`` for a ``width`` x ``height`` image."""
+        if budget.unit != "seconds":  # a size estimate may be fractional (range coding); budgets are whole bytes
+            empty_size = float(math.ceil(empty_size))
         minimum = empty_size * 8 / (width * height) if budget.unit == "bpp" else empty_size
         cost = f"{empty_size:.3g} s on air" if budget.unit == "seconds" else f"{empty_size:g} bytes"
         scale = 10.0 ** (2 - math.floor(math.log10(minimum))) if minimum > 0 else 1.0

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from models.codec import TokenCodec
 from models.data import list_images
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for r in args.mask_ratios:
         if not 0 <= r < 1:
             print(f"tokencast models eval: mask ratio {r} is not in [0, 1)", file=sys.stderr)
@@ -182,18 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        for path in tqdm(paths, desc="models eval", file=sys.stderr):
-            try:
-                im, original = read_image(path, args.max_side)
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                log.error("%s: skipped: cannot read image (%s)", path, exc)
-                failed.append({"image": str(path), "error": type(exc).__name__, "message": str(exc)})
-                continue
-            rec = evaluate_image(codec, im, args.mask_ratios, args.seed)
-            rec["image"] = path.name
-            if original is not None:
-                rec["original_size"] = list(original)
-            records.append(rec)
+        with logging_redirect_tqdm():  # a skipped image's line prints above the bar, not glued to it
+            for path in tqdm(paths, desc="models eval", file=sys.stderr):
+                try:
+                    im, original = read_image(path, args.max_side)
+                except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                    log.error("%s: skipped: cannot read image (%s)", path, exc)
+                    failed.append({"image": str(path), "error": type(exc).__name__, "message": str(exc)})
+                    continue
+                rec = evaluate_image(codec, im, args.mask_ratios, args.seed)
+                rec["image"] = path.name
+                if original is not None:
+                    rec["original_size"] = list(original)
+                records.append(rec)
     finally:  # what was measured is kept, also when a later image fails hard
         result = {"summary": summarize(records, args.mask_ratios) | {"failed": len(failed)},
                   "images": records, "failed": failed}

@@ -146,6 +146,7 @@ def _image_errors() -> tuple[type[BaseException], ...]:
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     images = load_images(args)  # before any model loads: a bad folder fails in a second
     out = Outputs(args.out)
@@ -161,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
             log.info("%d images, budget %.3f bpp, link %s, channel %s%s, mtu %d", len(images), args.budget_bpp,
                      link.name, args.channel, "" if args.channel == "none" else f" at {args.snr:g} dB", args.mtu)
             per_image = _image_errors()
-            with tqdm(images, desc="demo", unit="image") as bar:  # closed (newline) before any error line
+            # log lines (a skipped image) print above the bar, not glued to it
+            with tqdm(images, desc="demo", unit="image") as bar, logging_redirect_tqdm():
                 for i, im in enumerate(bar):
                     try:
                         rows.append(session.send(i + 1, im, link))
