@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from link.entropy import PriorCode
-from link.errors import FramingError, LinkError
+from link.errors import FramingError, LinkError, MalformedPacket
 from link.framing import decode_frame, split_frames
 from link.header import parse_header
 from link.packet import open_fragment
@@ -77,6 +77,14 @@ def _priors(prior_dir: Path | None) -> dict[int, PriorCode]:
 def inspect(data: bytes, *, key_file: Path | None = None, device_id: int | None = None,
             prior_dir: Path | None = None) -> dict[str, Any]:
     container, raw, problems = read_fragments(data)
+    if container == "raw" and b"\x00" not in data:
+        # COBS framing leaves no zero byte but the delimiter, and a raw fragment's header almost
+        # always has one (device id, counter): this is a capture cut inside its first frame
+        try:
+            parse_header(data)
+        except LinkError:
+            raise MalformedPacket(f"capture truncated: {len(data)} bytes and no frame delimiter, so no complete "
+                                  "fragment before the cut") from None
     headers = [parse_header(f) for f in raw]
     opener = None
     if key_file is not None:

@@ -68,3 +68,12 @@ def test_whole_capture_still_exit_0(capture, capsys):
     (folder / "ok.bin").write_bytes(join_frames(frags))
     assert packet_cmd.main(["inspect", str(folder / "ok.bin"), "--key-file", str(folder / "4.key")]) == 0
     assert json.loads(capsys.readouterr().out)["frame"]["complete"]
+
+
+def test_capture_cut_inside_its_only_frame_says_truncated(capture, capsys):
+    folder, frags = capture
+    data = join_frames(frags[:1])
+    (folder / "cut1.bin").write_bytes(data[: len(data) // 2])
+    assert packet_cmd.main(["inspect", str(folder / "cut1.bin")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tokencast packet: malformed: capture truncated: ") and "version" not in err
