@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--random-init", action="store_true", help="time the shipped architecture with random weights")
+    p.add_argument("--v1-restorer", action="store_true",
+                   help="restore with the v1 MaskGIT (coarse inputs at zero): the baseline for the v2 restorer")
     p.add_argument("--out", default="")
     return p
 
@@ -69,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     from models.restore import RestoreConfig, Restorer
 
     base = random_full_size() if args.random_init else TokenCodec2.load(device="cpu")
+    if args.v1_restorer:
+        from models.checkpoints import CHECKPOINT_DIR
+        from models.train_maskgit2 import build_model
+
+        v1 = build_model(base.tokenizer, str(CHECKPOINT_DIR / "maskgit_f8_k1024.safetensors"))
+        base = TokenCodec2(base.tokenizer, Restorer(v1, base.restorer.cfg, "cpu", codebook=base.restorer.codebook))
     w, h = (int(v) for v in args.size.lower().split("x"))
     images = [np.asarray(Image.fromarray(load_rgb(p)).resize((w, h), Image.BICUBIC))
               for p in list_images(args.images)[: args.limit]]
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         out = base.decode_coarse_only([coarse], [np.ones(coarse.shape[1:], bool)], [im.shape[:2]])
         coarse_only.append((time.perf_counter() - t0, psnr(im, out[0])))
     summary = {"size": [w, h], "threads": args.threads, "keep": args.keep, "images": len(frames),
-               "random_init": args.random_init, "loadavg_1min": round(float(Path("/proc/loadavg").read_text().split()[0]), 2),
+               "random_init": args.random_init, "restorer": "v1 (coarse at zero)" if args.v1_restorer else "v2", "loadavg_1min": round(float(Path("/proc/loadavg").read_text().split()[0]), 2),
                "configs": results, "coarse_only": {"seconds_median": round(statistics.median(t for t, _ in coarse_only), 3),
                                                   "psnr": round(float(np.mean([s for _, s in coarse_only])), 3)}}
     print(json.dumps(summary["coarse_only"]), f"load {summary['loadavg_1min']}")

@@ -8,6 +8,11 @@ scorer learns to predict that from pixels alone (the edge has no restorer). Vali
 the Spearman correlation between the score and the true per-token restore error (pixel MSE of
 the token's 8x8 patch after a real Halton restore at 50% dispersed masking, against the
 all-tokens decode).
+
+``--tokenizer-id 3`` distils tokenizer v2's coarse-conditioned restorer instead: its entropy is
+taken with the coarse layer known, half of it with half the fine cells as context (as for v1)
+and half with no fine context at all (the coarse-only background the v2 edge mostly leaves), so
+the score says which fine tokens the coarse layer does *not* already predict.
 """
 
 from __future__ import annotations
@@ -23,17 +28,21 @@ from tqdm import tqdm
 
 from models.checkpoints import CHECKPOINT_DIR, WORK_DIR, load_state, save_state, save_weights
 from models.codec import TokenCodec
+from models.codec2 import TokenCodec2
 from models.data import list_images, load_folder, load_rgb
 from models.masks import dispersed_known
 from models.scorer import Scorer, ScorerConfig
+
+SCORER_OUT = {1: "scorer_f8.safetensors", 3: "scorer2_f16c_f8.safetensors"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", default="../shared/data/train")
     p.add_argument("--val", default="../shared/data/val")
-    p.add_argument("--out", default=str(CHECKPOINT_DIR / "scorer_f8.safetensors"))
-    p.add_argument("--run", default="scorer_f8")
+    p.add_argument("--tokenizer-id", type=int, choices=(1, 3), default=1)
+    p.add_argument("--out", default="", help="default: scorer_f8.safetensors (id 1), scorer2_f16c_f8.safetensors (id 3)")
+    p.add_argument("--run", default="", help="default: scorer_f8 (id 1), scorer2_f16c_f8 (id 3)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--minutes", type=float, default=0)
     p.add_argument("--batch", type=int, default=16)
@@ -53,18 +62,25 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / np.sqrt((ra**2).sum() * (rb**2).sum()))
 
 
+def _entropy(logits: torch.Tensor) -> np.ndarray:
+    p = torch.log_softmax(logits, dim=-1)
+    return -(p.exp() * p).sum(-1).cpu().numpy()
+
+
 @torch.no_grad()
-def entropy_targets(codec: TokenCodec, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per-cell prediction entropy of the restorer with the cell masked in dispersed context."""
+def entropy_targets(codec: TokenCodec | TokenCodec2, grid: np.ndarray, rng: np.random.Generator,
+                    coarse: np.ndarray | None = None) -> np.ndarray:
+    """Per-cell prediction entropy of the restorer with the cell masked in dispersed context; with
+    ``coarse`` values (tokenizer v2) averaged with the entropy given the coarse layer alone."""
     h, w = grid.shape
     known = dispersed_known(h, w, 0.5, rng)
     out = np.zeros((h, w), dtype=np.float32)
     for k in (known, ~known):
         ids = np.where(k, grid, codec.restorer.mask_id)
-        logits = codec.restorer.logits(ids)
-        p = torch.log_softmax(logits, dim=-1)
-        ent = -(p.exp() * p).sum(-1).cpu().numpy()
+        ent = _entropy(codec.restorer.logits(ids, coarse) if coarse is not None else codec.restorer.logits(ids))
         out[~k] = ent[~k]
+    if coarse is not None:
+        out = 0.5 * (out + _entropy(codec.restorer.logits(np.full_like(grid, codec.restorer.mask_id), coarse)))
     return out
 
 
@@ -74,15 +90,27 @@ def pad8(im: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def true_restore_error(codec: TokenCodec, im: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(per-token MSE after restore at 50% dispersed masking, masked cells) for one image."""
+def true_restore_error(codec: TokenCodec | TokenCodec2, im: np.ndarray,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(per-token MSE after restore at 50% dispersed masking, masked cells) for one image; for
+    tokenizer v2 with the whole coarse layer known, against the all-fine-tokens decode."""
     im = pad8(im)
+    size = im.shape[:2]
+    if isinstance(codec, TokenCodec2):
+        grid, coarse = codec.encode([im])[0]
+        h, w = grid.shape
+        known = dispersed_known(h, w, 0.5, rng)
+        ck = [np.ones(coarse.shape[1:], bool)]
+        ref = codec.reconstruct([grid], [np.ones_like(known)], [coarse], ck, [size])[1][0].astype(np.float64)
+        rec = codec.reconstruct([grid], [known], [coarse], ck, [size])[1][0].astype(np.float64)
+        err = ((ref - rec) ** 2).mean(-1).reshape(h, 8, w, 8).mean(axis=(1, 3))
+        return err, ~known
     grid = codec.encode([im])[0]
     h, w = grid.shape
     known = dispersed_known(h, w, 0.5, rng)
     restored = codec.restore([grid], [known])[0]
-    ref = codec.decode([grid], [im.shape[:2]])[0].astype(np.float64)
-    rec = codec.decode([restored], [im.shape[:2]])[0].astype(np.float64)
+    ref = codec.decode([grid], [size])[0].astype(np.float64)
+    rec = codec.decode([restored], [size])[0].astype(np.float64)
     err = ((ref - rec) ** 2).mean(-1).reshape(h, 8, w, 8).mean(axis=(1, 3))
     return err, ~known
 
@@ -91,7 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    codec = TokenCodec.load(device="cpu")
+    codec: TokenCodec | TokenCodec2
+    if args.tokenizer_id == 3:
+        codec = TokenCodec2.load(3, device="cpu")
+        args.run = args.run or "scorer2_f16c_f8"
+    else:
+        codec = TokenCodec.load(device="cpu")
+        args.run = args.run or "scorer_f8"
+    # Never the registry's path for id 3: until a v2 scorer ships, id 3 shares v1's scorer file.
+    args.out = args.out or str(CHECKPOINT_DIR / SCORER_OUT[args.tokenizer_id])
     work = WORK_DIR / args.run
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -107,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         targets = []
         for im in tqdm(images, desc="restorer entropy targets", mininterval=10, file=sys.stdout):
-            targets.append(entropy_targets(codec, codec.encode([im])[0], rng))
+            if isinstance(codec, TokenCodec2):
+                grid, levels = codec.encode([im])[0]
+                values = codec.coarse_values(levels)[0].cpu().numpy()
+                targets.append(entropy_targets(codec, grid, rng, values))
+            else:
+                targets.append(entropy_targets(codec, codec.encode([im])[0], rng))
         np.savez(cache, **{f"t{i}": t for i, t in enumerate(targets)})
     cfg = ScorerConfig()
     model = Scorer(cfg)
@@ -167,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                "val_images": args.val_limit, "val_tokens": int(s_all.size)}
     print(json.dumps(metrics), flush=True)
     save_weights(model, args.out, cfg.to_dict(),
-                 {"train": {"steps": step, "wall_minutes": round(wall / 60, 1), "data": str(args.train)},
+                 {"train": {"steps": step, "wall_minutes": round(wall / 60, 1), "data": str(args.train),
+                            "tokenizer_id": args.tokenizer_id},
                   "metrics": metrics})
     return 0
 
