@@ -17,14 +17,49 @@ import numpy as np
 
 from cloud.store.base import FrameRecord
 from cloud.store.images import encode_png, mask_overlay
-from link.frame import ReceivedFrame
+from link.frame import ReceivedFrame, frame_scale
+from link.tokenizers import get_tokenizer
 
 
 class Codec(Protocol):
-    """What the worker needs of ``models.codec.TokenCodec``."""
+    """What the worker needs of ``models.codec.TokenCodec`` (one-layer tokenizers). Two-layer
+    ones (``models.codec2.TokenCodec2``) take the coarse layer too: ``reconstruct(grids, known,
+    coarse_levels, coarse_known, sizes, seed=)``."""
 
-    def reconstruct(self, grids: list[np.ndarray], known: list[np.ndarray], sizes: list[tuple[int, int]],
-                    seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]: ...
+    def reconstruct(self, *args: object, **kwargs: object) -> tuple[list[np.ndarray], list[np.ndarray]]: ...
+
+
+def reconstruct_frames(codec: Codec, frames: list[ReceivedFrame], seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Restore and decode frames of one tokenizer id, at the size each was captured at.
+
+    A frame the edge shrank to fit its budget (``link.frame.frame_scale`` > 1) is decoded at its
+    grid's size and resized up to the capture size; its coarse layer, when it has one, goes along."""
+    grids = [np.where(f.kept, f.index_grid(), 0) for f in frames]
+    known = [f.kept for f in frames]
+    scales = [frame_scale(f) for f in frames]
+    sizes = [(-(-f.height // s), -(-f.width // s)) for f, s in zip(frames, scales)]
+    if get_tokenizer(frames[0].tokenizer_id).layered:
+        coarse, coarse_known = [], []
+        for f in frames:
+            spec = get_tokenizer(f.tokenizer_id)
+            shape = (len(spec.coarse_levels), *spec.coarse_grid(f.grid_h, f.grid_w))
+            if f.coarse is None:
+                coarse.append(np.zeros(shape, np.int64))
+                coarse_known.append(np.zeros(shape[1:], bool))
+            else:
+                coarse.append(f.coarse)
+                coarse_known.append(~f.coarse_lost if f.coarse_lost is not None else np.ones(shape[1:], bool))
+        tokens, images = codec.reconstruct(grids, known, coarse, coarse_known, sizes, seed=seed)
+    else:
+        tokens, images = codec.reconstruct(grids, known, sizes, seed=seed)
+    images = [img if s == 1 else resize(img, f.width, f.height) for img, f, s in zip(images, frames, scales)]
+    return tokens, images
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
 
 
 @dataclass
@@ -58,9 +93,7 @@ def restore_batch(frames: list[ReceivedFrame], codecs: Mapping[int, Codec], *, s
     for tid, idx in groups.items():
         codec = codecs[tid]
         t0 = time.perf_counter()
-        grids = [np.where(frames[i].kept, frames[i].index_grid(), 0) for i in idx]
-        tokens, images = codec.reconstruct(grids, [frames[i].kept for i in idx],
-                                           [(frames[i].height, frames[i].width) for i in idx], seed=seed)
+        tokens, images = reconstruct_frames(codec, [frames[i] for i in idx], seed)
         per_frame_ms = (time.perf_counter() - t0) * 1000 / len(idx)  # the batch's cost, shared
         now = clock()
         for i, tok, img in zip(idx, tokens, images, strict=True):

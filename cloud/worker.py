@@ -40,10 +40,12 @@ from cloud.restoring import Codec, restore_batch
 from cloud.store import FrameRecord, StagedFragment, Store, StoreError, make_store
 from link.entropy import PriorCode
 from link.errors import LimitExceeded, LinkError, MalformedPacket, ReplayRejected, UnknownTokenizer
+from link.frame import SCALES
 from link.framing import join_frames
 from link.header import parse_header
+from link.header2 import parse_header2
 from link.packet import open_fragment
-from link.reassembly import unpack
+from link.reassembly import coverage_size, layer_of, unpack
 from link.security import KeyStore, Opener, ReplayWindow
 from link.tokenizers import get_tokenizer, load_prior
 
@@ -111,13 +113,18 @@ def load_priors(tokenizer_ids: list[int], directory: object) -> dict[int, PriorC
 
 
 def load_codecs(cfg: CloudConfig) -> dict[int, Codec]:
-    """Load one TokenCodec per configured tokenizer id (torch imported here, not at module load)."""
+    """Load one codec per configured tokenizer id (torch imported here, not at module load):
+    ``TokenCodec`` for one-layer tokenizers, ``TokenCodec2`` for two-layer ones (wire v2)."""
     from models.codec import TokenCodec
+    from models.codec2 import TokenCodec2
     from models.restore import RestoreConfig
 
     rc = RestoreConfig(steps=cfg.restore.steps, temperature=cfg.restore.temperature, latents=cfg.restore.latents)
-    return {tid: TokenCodec.load(tid, device=cfg.model.device, random_init=cfg.model.random_init, restore=rc)
-            for tid in cfg.model.tokenizer_ids}
+    out: dict[int, Codec] = {}
+    for tid in cfg.model.tokenizer_ids:
+        cls = TokenCodec2 if get_tokenizer(tid).layered else TokenCodec
+        out[tid] = cls.load(tid, device=cfg.model.device, random_init=cfg.model.random_init, restore=rc)
+    return out
 
 
 class _Duplicate(Exception):
@@ -175,7 +182,8 @@ class Worker:
         if h.tokenizer_id not in self.codecs:
             raise UnknownTokenizer(f"tokenizer id {h.tokenizer_id} has no model in this worker; "
                                    f"loaded: {sorted(self.codecs)}")
-        factor = get_tokenizer(h.tokenizer_id).factor
+        # a frame may be coded at 1/2 or 1/4 size under a tiny budget (link.frame.frame_scale)
+        factor = get_tokenizer(h.tokenizer_id).factor * SCALES[-1]
         if h.info and (h.width > h.grid_w * factor or h.height > h.grid_h * factor):  # type: ignore[operator]
             # the edge pads the picture up to whole tokens, so the image is never larger than its
             # grid; a claim of 65535x65535 would make the decoder allocate tens of gigabytes
@@ -188,8 +196,8 @@ class Worker:
             if self.store.has_frame(h.device_id, h.counter):
                 raise _Duplicate(h.device_id) from None  # a redelivery of a stored frame, not a replay
             raise
-        return StagedFragment(h.device_id, h.counter, h.slice_start, h.slice_len, h.grid_h * h.grid_w,
-                              d.payload, d.received_at or self.clock())
+        return StagedFragment(h.device_id, h.counter, h.slice_start, h.slice_len, coverage_size(frag),
+                              d.payload, d.received_at or self.clock(), layer=layer_of(frag))
 
     def _ingest_chunk(self, chunk: list[Delivery]) -> list[str]:
         outcomes: list[str | None] = [None] * len(chunk)
@@ -237,7 +245,7 @@ class Worker:
     def _quarantine(self, d: Delivery, exc: LinkError) -> None:
         device = counter = None
         try:
-            h = parse_header(d.payload)
+            h = parse_header2(d.payload) if d.payload[:1] == b"\x02" else parse_header(d.payload)
             device, counter = h.device_id, h.counter
         except LinkError:
             pass

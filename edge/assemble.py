@@ -55,7 +55,8 @@ def build_service(
     with ExitStack() as stack:
         if packer is None:
             sealer = load_sealer(cfg.device.key_file, cfg.device.id, cfg.pipeline.packet.tag_len)
-            packer = LinkPacker(cfg.device.id, cfg.pipeline.packet.mtu, sealer)
+            packer = LinkPacker(cfg.device.id, cfg.pipeline.packet.mtu, sealer,
+                                coarse_repeat=cfg.pipeline.packet.coarse_repeat)
         notifier = stack.enter_context(notifier or Notifier.from_env())
         outbox = stack.enter_context(Outbox(
             cfg.outbox.path, max_frames=cfg.outbox.max_frames, max_bytes=cfg.outbox.max_bytes,

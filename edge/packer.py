@@ -22,12 +22,14 @@ PackFn = Callable[..., Sequence[bytes]]  # link.packet.pack(frame, *, mtu, seale
 
 
 class LinkPacker:
-    def __init__(self, device_id: int, mtu: int, sealer: Any, pack: PackFn | None = None) -> None:
+    def __init__(self, device_id: int, mtu: int, sealer: Any, pack: PackFn | None = None,
+                 coarse_repeat: int = 1) -> None:
         if pack is None:
             from link.packet import pack as link_pack
 
             pack = link_pack
         self.device_id, self.mtu, self.sealer, self._pack = device_id, mtu, sealer, pack
+        self.coarse_repeat = coarse_repeat
 
     def __call__(self, selection: Any, counter: int, capture_ms: int) -> Packed:
         from link.frame import Frame
@@ -36,12 +38,21 @@ class LinkPacker:
             device_id=self.device_id, counter=counter, capture_ms=capture_ms,
             width=selection.width, height=selection.height, tokenizer_id=selection.tokenizer_id,
             grid_h=selection.grid_h, grid_w=selection.grid_w, kept=selection.kept, indices=selection.indices,
+            coarse=getattr(selection, "coarse", None),
         )  # fmt: skip
         from link.entropy import default_prior
 
         # The same shipped prior the pipeline sized the packet with, so the budget holds exactly.
-        fragments = self._pack(frame, mtu=self.mtu, sealer=self.sealer, prior=default_prior(frame.tokenizer_id))
-        return Packed(list(fragments), semantic_score(selection))
+        fragments = list(self._pack(frame, mtu=self.mtu, sealer=self.sealer, prior=default_prior(frame.tokenizer_id)))
+        fragments += repeat_coarse(fragments, self.coarse_repeat)
+        return Packed(fragments, semantic_score(selection))
+
+
+def repeat_coarse(fragments: Sequence[bytes], repeat: int) -> list[bytes]:
+    """Extra copies of a v2 frame's coarse fragments, sent after the fine ones (time diversity
+    against burst loss); the cloud keeps the first copy of each and counts the rest as duplicates."""
+    coarse = [f for f in fragments if len(f) > 1 and f[0] == 2 and f[1] & 0x08]
+    return coarse * (repeat - 1)
 
 
 def semantic_score(selection: Any) -> float:

@@ -21,8 +21,9 @@ from types import TracebackType
 
 import numpy as np
 
-from link.frame import Frame
+from link.frame import SCALES, Frame
 from link.lora import RadioProfile
+from link.tokenizers import TokenizerSpec, get_tokenizer
 
 from .complexity import pad_to_multiple
 from .importance import ImportanceConfig, semantic_scores
@@ -46,6 +47,13 @@ class PacketConfig:
     tag_len: int = 8
     # LoRa channel for budgets in seconds: each planned fragment is one packet on air
     radio: RadioProfile = field(default_factory=lambda: RadioProfile.for_sf(8))  # SF8/125 kHz, mtu 222
+    # Wire v2: each coarse fragment goes out this many times (the copies after the fine layer), so
+    # a lossy link rarely loses the layer every cell depends on; the budget pays for the copies.
+    coarse_repeat: int = 1
+
+    def __post_init__(self) -> None:
+        if self.coarse_repeat not in (1, 2, 3):
+            raise ValueError(f"coarse_repeat must be 1, 2 or 3, got {self.coarse_repeat}")
 
 
 @dataclass
@@ -61,6 +69,9 @@ class PipelineConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     packet: PacketConfig = field(default_factory=PacketConfig)
+    # Under a budget below even an empty full-size frame (wire v2: its coarse layer), code the
+    # picture at half, then quarter size instead of failing; the cloud scales it back up.
+    downscale: bool = True
 
 
 @dataclass(eq=False)
@@ -80,6 +91,8 @@ class Selection:
     n_semantic: int = 0  # kept tokens with a semantic score
     stride: int = 0  # dispersal lattice stride (masked tokens lie within stride - 1 of kept ones)
     instances: list[Instance] = field(default_factory=list)
+    coarse: np.ndarray | None = None  # two-layer tokenizers: coarse levels (C, hc, wc), always sent
+    scale: int = 1  # the picture was coded at 1/scale size (budget below a full-size empty frame)
 
     @property
     def kept_fraction(self) -> float:
@@ -90,9 +103,14 @@ class Selection:
 CostFactory = Callable[[int, int, str], SizeFn]
 
 
-def link_cost_fn(width: int, height: int, unit: str, tokenizer_id: int, packet: PacketConfig) -> SizeFn:
+def link_cost_fn(width: int, height: int, unit: str, tokenizer_id: int, packet: PacketConfig,
+                 coarse: np.ndarray | None = None, grid: tuple[int, int] | None = None) -> SizeFn:
     """Exact packet cost from the link's planner: total bytes (``wire_size``), or the LoRa airtime
     of the fragments ``pack`` would send, one packet each, at ``packet.radio``."""
+    if coarse is not None:
+        if grid is None:
+            raise ValueError("a two-layer cost needs the fine grid size")
+        return layered_cost_fn(width, height, unit, tokenizer_id, packet, coarse, grid)
     from link.entropy import default_prior
     from link.packet import plan, wire_size
 
@@ -109,6 +127,57 @@ def link_cost_fn(width: int, height: int, unit: str, tokenizer_id: int, packet: 
             toa(p.size) for p in plan(frame(k, i), mtu=packet.mtu, tag_len=packet.tag_len, prior=prior)
         )
     return lambda k, i: wire_size(frame(k, i), mtu=packet.mtu, tag_len=packet.tag_len, prior=prior)
+
+
+def layered_cost_fn(width: int, height: int, unit: str, tokenizer_id: int, packet: PacketConfig,
+                    coarse: np.ndarray, grid: tuple[int, int]) -> SizeFn:
+    """Wire v2 cost: the coarse layer (planned once per picture, times ``coarse_repeat``) plus the
+    fine layer's exact plan. Carries ``.estimate`` (bytes only), which the sampler searches with."""
+    from link.header2 import LAYER_COARSE, LAYER_FINE
+    from link.packet2 import default_models, estimate_layer, plan_layer
+
+    models = default_models(tokenizer_id)
+    gh, gw = grid  # of the picture as coded: smaller than width x height implies when shrunk
+
+    def frame(kept: np.ndarray, indices: np.ndarray) -> Frame:
+        return Frame(0, 1, 0, width, height, tokenizer_id, kept.shape[0], kept.shape[1], kept, indices,
+                     coarse=coarse)
+
+    empty = frame(np.zeros((gh, gw), bool), np.zeros(0, np.int64))
+    coarse_plans = plan_layer(empty, LAYER_COARSE, mtu=packet.mtu, tag_len=packet.tag_len, models=models)
+    rep = packet.coarse_repeat
+
+    def fine(kept: np.ndarray, indices: np.ndarray) -> list:
+        return plan_layer(frame(kept, indices), LAYER_FINE, mtu=packet.mtu, tag_len=packet.tag_len, models=models)
+
+    class Cost:
+        def __init__(self, per: Callable[[int], float]) -> None:
+            self.per = per
+            self.fixed = rep * sum(per(p.size) for p in coarse_plans)
+
+        def __call__(self, kept: np.ndarray, indices: np.ndarray) -> float:
+            return self.fixed + sum(self.per(p.size) for p in fine(kept, indices))
+
+    if unit == "seconds":
+        if packet.mtu > packet.radio.mtu:
+            raise ValueError(f"packet.mtu {packet.mtu} exceeds the radio profile's mtu {packet.radio.mtu}")
+        return Cost(packet.radio.time_on_air_s)
+    cost = Cost(float)
+
+    def estimate(kept: np.ndarray, indices: np.ndarray) -> float:
+        return cost.fixed + estimate_layer(frame(kept, indices), LAYER_FINE, mtu=packet.mtu,
+                                           tag_len=packet.tag_len, models=models)
+
+    cost.estimate = estimate  # type: ignore[attr-defined]
+    return cost
+
+
+def shrink(image: np.ndarray, scale: int) -> np.ndarray:
+    """``image`` at 1/scale size (area filter: the average the cloud's upscale should undo)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, -(-w // scale)), max(1, -(-h // scale))), interpolation=cv2.INTER_AREA)
 
 
 class EdgePipeline:
@@ -141,8 +210,19 @@ class EdgePipeline:
             raise
         return cls(config, encoder, segmenter, recoverability, cost_fn)
 
+    @property
+    def spec(self) -> TokenizerSpec:
+        return get_tokenizer(self.config.tokenizer_id)
+
     def encode(self, padded: np.ndarray) -> np.ndarray:
         """(gh, gw) int64 indices of an RGB uint8 frame whose sides are multiples of the factor."""
+        return self.encode_layers(padded)[0]
+
+    def encode_layers(self, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(fine indices (gh, gw), coarse levels (C, hc, wc) or None for one-layer tokenizers).
+
+        A two-layer encoder takes sides padded to the coarse factor and returns the fine grid
+        of that padded picture, which may be a row/column larger than the caller's."""
         x = padded.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
         out = self.encoder.run({self.encoder.input_names[0]: x})
         idx = np.asarray(out.get("indices", next(iter(out.values()))))
@@ -153,7 +233,21 @@ class EdgePipeline:
         idx = idx.reshape(expected).astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= self.config.codebook_size):
             raise BackendError(f"encoder indices outside [0, {self.config.codebook_size})")
-        return idx
+        spec = self.spec
+        if not spec.layered:
+            return idx, None
+        if "coarse" not in out:
+            raise BackendError(f"{self.config.encoder}: tokenizer {spec.name} needs a two-layer encoder "
+                               f"(outputs 'indices' and 'coarse'); this one gives {sorted(out)}")
+        coarse = np.asarray(out["coarse"])
+        c_expected = (len(spec.coarse_levels), *spec.coarse_grid(*expected))
+        if coarse.shape[-3:] != c_expected or coarse.dtype.kind not in "iu":
+            raise BackendError(f"encoder coarse output {coarse.dtype} {coarse.shape}, expected integer {c_expected}")
+        coarse = coarse.reshape(c_expected).astype(np.int64)
+        levels = np.asarray(spec.coarse_levels).reshape(-1, 1, 1)
+        if (coarse < 0).any() or (coarse >= levels).any():
+            raise BackendError(f"encoder coarse levels outside {spec.coarse_levels}")
+        return idx, coarse
 
     def select(self, image: np.ndarray, budget: BudgetConfig | None = None) -> Selection:
         """Tokens of one RGB uint8 (H, W, 3) picture to send under ``budget`` (default: the config's)."""
@@ -170,31 +264,49 @@ class EdgePipeline:
             timings[name] = (now - t) * 1000.0
             t = now
 
-        padded = pad_to_multiple(image, cfg.factor)
-        tokens = self.encode(padded)
-        lap("encode")
-        instances = self.segmenter.segment(image)
-        lap("segment")
-        gh, gw = tokens.shape
-        semantic = semantic_scores(instances, gh, gw, cfg.factor, cfg.importance)
-        priority = self.recoverability.priority(padded)
-        lap("score")
         budget = budget or cfg.budget
         limit = budget_limit(budget, width, height)
         unit = "seconds" if budget.unit == "seconds" else "bytes"
-        cost = self._cost_fn(width, height, unit)
-        try:
-            picked = sample(semantic, priority, tokens, cost, limit, cfg.sampler)
-        except BudgetTooSmall as exc:
-            raise BudgetTooSmall.for_budget(budget, width, height, exc.empty_size) from None
+        instances = None
+        for scale in SCALES if cfg.downscale else (1,):
+            small = image if scale == 1 else shrink(image, scale)
+            h, w = small.shape[:2]
+            spec = self.spec
+            padded = pad_to_multiple(small, spec.coarse_factor if spec.layered else cfg.factor)
+            tokens, coarse = self.encode_layers(padded)
+            gh, gw = -(-h // cfg.factor), -(-w // cfg.factor)
+            tokens = tokens[:gh, :gw]  # a two-layer encoder saw the picture padded to 16
+            padded = padded[: gh * cfg.factor, : gw * cfg.factor]
+            lap("encode")
+            if instances is None:
+                instances = self.segmenter.segment(image)
+                lap("segment")
+            semantic = semantic_scores(instances, gh, gw, cfg.factor * scale, cfg.importance)
+            priority = self.recoverability.priority(padded)
+            lap("score")
+            cost = self._cost(width, height, unit, coarse, (gh, gw))
+            try:
+                picked = sample(semantic, priority, tokens, cost, limit, cfg.sampler)
+                break
+            except BudgetTooSmall as exc:
+                if scale == SCALES[-1] or not cfg.downscale:
+                    raise BudgetTooSmall.for_budget(budget, width, height, exc.empty_size) from None
+                log.info("budget %.0f %s below an empty %dx%d frame (%.0f): coding at 1/%d size",
+                         limit, unit, w, h, exc.empty_size, scale * 2)
         kept = picked.kept
-        size = int(picked.cost) if unit == "bytes" else int(self._cost_fn(width, height, "bytes")(kept, tokens[kept]))
+        size = int(picked.cost) if unit == "bytes" else int(self._cost(width, height, "bytes", coarse, (gh, gw))(kept, tokens[kept]))
         lap("select")
         return Selection(
             kept=kept, indices=tokens[kept], grid_h=gh, grid_w=gw, width=width, height=height,
             tokenizer_id=cfg.tokenizer_id, timings=timings, size_bytes=size, cost=picked.cost, limit=limit,
-            unit=unit, n_semantic=picked.n_semantic, stride=picked.stride, instances=instances,
+            unit=unit, n_semantic=picked.n_semantic, stride=picked.stride, instances=instances or [],
+            coarse=coarse, scale=scale,
         )  # fmt: skip
+
+    def _cost(self, width: int, height: int, unit: str, coarse: np.ndarray | None, grid: tuple[int, int]) -> SizeFn:
+        if self._cost_fn != self._link_cost or coarse is None:
+            return self._cost_fn(width, height, unit)
+        return link_cost_fn(width, height, unit, self.config.tokenizer_id, self.config.packet, coarse, grid)
 
     def _link_cost(self, width: int, height: int, unit: str) -> SizeFn:
         return link_cost_fn(width, height, unit, self.config.tokenizer_id, self.config.packet)

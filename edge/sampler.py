@@ -266,6 +266,32 @@ def _prefix_fit(
     return lo, lo_size
 
 
+def _settle_exact(order: np.ndarray, tokens: np.ndarray, size_fn: SizeFn, estimate: SizeFn, limit: float,
+                  k: int) -> tuple[int, float]:
+    """From the estimate's cut ``k``, the exact cut: step down by the overshoot until the exact size
+    fits, then one step up by the room left. A handful of exact calls instead of a bisection."""
+
+    def size(fn: SizeFn, j: int) -> float:
+        m = _taken(order[:j], tokens.shape)
+        return fn(m, tokens[m])
+
+    base = size(size_fn, 0)
+    if base > limit:
+        raise BudgetTooSmall(limit, base)
+    per = max((size(estimate, k) - size(estimate, 0)) / k, 1e-9) if k else 1.0
+    s = size(size_fn, k)
+    while s > limit and k > 0:
+        k = max(0, k - max(1, int(math.ceil((s - limit) / per))))
+        s = size(size_fn, k)
+    grow = int((limit - s) / per)
+    if grow > 0 and k < order.size:
+        j = min(order.size, k + grow)
+        sj = size(size_fn, j)
+        if sj <= limit:
+            k, s = j, sj
+    return k, s
+
+
 def estimate_capacity(order: np.ndarray, tokens: np.ndarray, size_fn: SizeFn, limit: float) -> int:
     """About how many tokens of ``order`` fit: two secant steps on the (near-linear) cost curve.
 
@@ -302,13 +328,21 @@ def sample(
         raise ValueError(
             f"semantic {semantic.shape}, priority {priority.shape} and tokens {tokens.shape} must be one 2-D grid"
         )
+    # A size function may carry a cheap ``estimate`` (wire v2: range-coded sizes need an encode
+    # per fragment); the search then runs on the estimate and only the cut is settled exactly.
+    estimate: SizeFn | None = getattr(size_fn, "estimate", None)
+    search_fn = estimate or size_fn
     # Capacity first, on a plain order: the cost depends mostly on the count kept.
     rough = _ranked(np.arange(semantic.size), [semantic.ravel(), priority.ravel()])
-    capacity = estimate_capacity(rough, tokens, size_fn, limit)
+    capacity = estimate_capacity(rough, tokens, search_fn, limit)
     order, n_sem, stride = keep_order(semantic, priority, capacity, config)
-    k, size = _prefix_fit(order, tokens, size_fn, limit, hint=capacity)
+    k, size = _prefix_fit(order, tokens, search_fn, limit, hint=capacity)
+    tries = config.topup_tries
+    if estimate is not None:
+        k, size = _settle_exact(order, tokens, size_fn, estimate, limit, k)
+        tries = min(tries, 2)
     kept = _taken(order[:k], tokens.shape)
-    for pos in order[k + 1 : k + 1 + config.topup_tries]:
+    for pos in order[k + 1 : k + 1 + tries]:
         if size >= TOPUP_DONE * limit:
             break
         kept.flat[pos] = True

@@ -172,6 +172,26 @@ class ReceivedFrame:
                      self.coarse, self.frame_type, self.ref_counter)
 
 
+SCALES = (1, 2, 4)
+
+
+def frame_scale(frame: Frame | ReceivedFrame) -> int:
+    """How much the edge shrank the picture before tokenizing it: 1, 2 or 4.
+
+    Under a budget too small for even the coarse layer of the full picture, the edge codes the
+    picture at half or quarter size; the frame info still names the capture size, and the grid
+    is that of the shrunk picture. The scale is the one whose grid matches (no header bit)."""
+    f = get_tokenizer(frame.tokenizer_id).factor
+    for s in SCALES:
+        if (frame.grid_h, frame.grid_w) == (_ceil(_ceil(frame.height, s), f), _ceil(_ceil(frame.width, s), f)):
+            return s
+    return 1
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _same_coarse(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     if a is None or b is None:
         return a is None and b is None

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from link.errors import MalformedPacket, UnsupportedVersion
 from link.frame import FRAME_DELTA, FRAME_TYPES
-from link.header import INFO_LEN, decode_varint, encode_varint, varint_len
+from link.header import INFO_LEN, FragmentHeader, decode_varint, encode_varint, parse_header, varint_len
 from link.security import TAG_LENGTHS
 from link.tokenizers import get_tokenizer
 
@@ -175,3 +175,12 @@ def parse_header2(data: bytes) -> FragmentHeader2:
         raise MalformedPacket(f"fragment of {len(data)} bytes too short for its header and {tag_len}-byte tag")
     return FragmentHeader2(device_id, counter, tokenizer_id, grid_h, grid_w, layer, start, length, tag_len,
                            coding, frame_type, ref_counter, capture_ms, width, height)
+
+
+def parse_any_header(data: bytes) -> FragmentHeader | FragmentHeader2:
+    """v1 or v2 header by the version byte (UnsupportedVersion names both when it is neither)."""
+    if data[:1] == bytes((VERSION,)):
+        return parse_header2(data)
+    if data[:1] and data[0] not in (1, VERSION):
+        raise UnsupportedVersion(f"wire version {data[0]} not supported; this build speaks 1 and {VERSION}")
+    return parse_header(data)

@@ -36,6 +36,7 @@ DEVICE_ID = 1
 TAG_LEN = 8
 DEFAULT_BUDGET_BPP = 0.074
 DEFAULT_MTU = 222  # one LoRa packet at SF8/125 kHz
+DEFAULT_TOKENIZER = 3
 CHANNELS = ("none", "awgn", "rayleigh", "erasure")
 
 
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mtu", type=_positive(int, "--mtu"), default=DEFAULT_MTU,
                    help=f"largest fragment in bytes (default {DEFAULT_MTU})")
     p.add_argument("--limit", type=_positive(int, "--limit"), help="use at most N images")
+    p.add_argument("--tokenizer", type=int, choices=(1, 3), default=DEFAULT_TOKENIZER,
+                   help=f"3: two layers, a coarse layer everywhere + fine tokens where they matter (wire v2); "
+                        f"1: fine tokens only (wire v1) (default {DEFAULT_TOKENIZER})")
     p.add_argument("--random-init", action="store_true", help="untrained models (tests; pictures are noise)")
     p.add_argument("--seed", type=int, default=0, help="channel seed (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device for the cloud")
@@ -215,18 +219,21 @@ class Session:
         from link.channel import ChannelConfig, make_channel
         from link.security import KeyStore, Sealer
         from models.codec import TokenCodec
+        from models.codec2 import TokenCodec2
         from models.registry import files_for
         from tokencast.encoder_export import default_cache_dir, ensure_encoder
 
         self.args, self.out = args, out
-        files = files_for(1)
+        tid = args.tokenizer
+        files = files_for(tid)
         torch.manual_seed(0)  # random-init weights are the same on every run
-        codec = TokenCodec.load(1, device=args.device, random_init=args.random_init)
+        codec_cls = TokenCodec2 if tid == 3 else TokenCodec
+        codec: Any = codec_cls.load(tid, device=args.device, random_init=args.random_init)
         encoder = ensure_encoder(codec.tokenizer, files.path("encoder_onnx"), default_cache_dir(),
                                  use_shipped=not args.random_init)
         scorer = None if args.random_init else files.path("scorer_onnx")
         self.pipeline = EdgePipeline.from_config(PipelineConfig(
-            encoder=encoder, budget=BudgetConfig("bpp", args.budget_bpp),
+            encoder=encoder, tokenizer_id=tid, budget=BudgetConfig("bpp", args.budget_bpp),
             packet=PacketConfig(mtu=args.mtu, tag_len=TAG_LEN), recoverability=RecoverabilityConfig(scorer=scorer),
         ))  # fmt: skip
         try:
@@ -235,7 +242,8 @@ class Session:
             cfg.store.path, cfg.store.image_dir = out.cloud / "tokencast.db", out.cloud / "frames"
             cfg.metrics.enabled = cfg.dashboard.enabled = False
             self.store = make_store(cfg.store)
-            self.worker = Worker(cfg, self.store, {1: codec}, keys=KeyStore({DEVICE_ID: key}))
+            cfg.model.tokenizer_ids = [tid]
+            self.worker = Worker(cfg, self.store, {tid: codec}, keys=KeyStore({DEVICE_ID: key}))
         except BaseException:
             self.pipeline.close()
             raise
@@ -317,12 +325,19 @@ class Session:
 
 
 def lost_positions(fragments: list[bytes], lost: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
-    """(grid_h, grid_w) bool: positions carried by fragments the channel dropped."""
+    """(grid_h, grid_w) bool: fine positions carried by fragments the channel dropped (a repeated
+    coarse fragment, or a coarse one, costs no fine position)."""
     from link.header import parse_header
+    from link.header2 import LAYER_FINE, parse_header2
 
     flat = np.zeros(grid_h * grid_w, dtype=bool)
     for frag, gone in zip(fragments, lost, strict=True):
         if gone:
+            if frag[:1] == b"\x02":
+                h2 = parse_header2(frag)
+                if h2.layer == LAYER_FINE:
+                    flat[h2.slice_start : h2.slice_end] = True
+                continue
             h = parse_header(frag)
             flat[h.slice_start : h.slice_start + h.slice_len] = True
     return flat.reshape(grid_h, grid_w)

@@ -39,16 +39,21 @@ def export_encoder(tokenizer: object, path: Path) -> None:
     import torch
 
     from models.tokenizer import EncoderExport
+    from models.tokenizer2 import Encoder2Export, TwoLayerTokenizer
 
-    module = EncoderExport(tokenizer).eval().cpu()  # type: ignore[arg-type]
+    layered = isinstance(tokenizer, TwoLayerTokenizer)
+    module = (Encoder2Export(tokenizer) if layered else EncoderExport(tokenizer)).eval().cpu()  # type: ignore[arg-type]
+    outputs = ["indices", "coarse"] if layered else ["indices"]
+    axes = {"image": {2: "height", 3: "width"}, "indices": {1: "grid_h", 2: "grid_w"}}
+    if layered:
+        axes["coarse"] = {2: "coarse_h", 3: "coarse_w"}
     example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings are expected here
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["indices"],
-                          dynamic_axes={"image": {2: "height", 3: "width"}, "indices": {1: "grid_h", 2: "grid_w"}},
+                          input_names=["image"], output_names=outputs, dynamic_axes=axes,
                           do_constant_folding=True)
     os.replace(tmp, path)
 

@@ -19,7 +19,7 @@ from typing import Any
 from link.entropy import PriorCode
 from link.errors import FramingError, LinkError, MalformedPacket
 from link.framing import decode_frame, split_frames
-from link.header import parse_header
+from link.header2 import parse_any_header
 from link.packet import open_fragment
 from link.reassembly import assemble
 from link.security import KeyStore, Opener, load_key
@@ -81,11 +81,11 @@ def inspect(data: bytes, *, key_file: Path | None = None, device_id: int | None 
         # COBS framing leaves no zero byte but the delimiter, and a raw fragment's header almost
         # always has one (device id, counter): this is a capture cut inside its first frame
         try:
-            parse_header(data)
+            parse_any_header(data)
         except LinkError:
             raise MalformedPacket(f"capture truncated: {len(data)} bytes and no frame delimiter, so no complete "
                                   "fragment before the cut") from None
-    headers = [parse_header(f) for f in raw]
+    headers = [parse_any_header(f) for f in raw]
     opener = None
     if key_file is not None:
         if key_file.is_dir():
@@ -127,6 +127,9 @@ def inspect(data: bytes, *, key_file: Path | None = None, device_id: int | None 
             "kept": int(frame.kept.sum()), "lost_positions": int(frame.lost.sum()), "complete": frame.complete,
             "fragments_received": frame.fragments_received,
         }
+        if frame.coarse is not None and frame.coarse_lost is not None:
+            report["frame"]["coarse"] = {"grid": list(frame.coarse_lost.shape),
+                                         "lost_cells": int(frame.coarse_lost.sum())}
     return report
 
 
