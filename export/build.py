@@ -18,7 +18,7 @@ import onnx
 import onnxruntime
 import torch
 
-from . import calib, fp16, int8, manifest, segmenter, tensorrt_build, validate
+from . import calib, detector, fp16, int8, manifest, segmenter, tensorrt_build, validate
 from .errors import ExportError
 from .graph import opset, shapes
 from .onnx_export import GRAPHS, export_onnx
@@ -39,17 +39,19 @@ class Options:
     latency_runs: int = 5
     calib_dir: Path | None = None
     tensorrt: str | None = None  # TensorRT version when engines are wanted and it imports
+    int8_target: str = "cpu"  # Q/DQ placement: "cpu" (ONNX Runtime) or "tensorrt" (see int8.py)
     say: Callable[[str], None] = field(default=print)
 
 
 @dataclass
 class Subject:
-    """What is being exported: a torch source we trained, or the user's segmenter ONNX."""
+    """What is being exported: a torch source we trained, the user's segmenter ONNX, or the shipped detector."""
 
     name: str
     sha256: str
     source: Source | None = None
     seg: segmenter.SegmenterGraph | None = None
+    det: detector.DetectorGraph | None = None
     size: tuple[int, int] = (0, 0)
     path: str | None = None
 
@@ -57,6 +59,8 @@ class Subject:
 def feeds_for(subject: Subject, images: Sequence[calib.CalibImage]) -> list[validate.Feed]:
     if subject.seg is not None:
         return [{subject.seg.input_name: calib.to_batch(im)} for im in images]
+    if subject.det is not None:
+        return [{subject.det.input_name: detector.to_feed(im.pixels)} for im in images]
     src = subject.source
     if src is None:
         raise ValueError(f"{subject.name}: neither a torch source nor a segmenter graph")
@@ -75,6 +79,8 @@ def _export(subject: Subject, precision: str, path: Path, opts: Options,
     if precision == "fp32":
         if subject.seg is not None:
             onnx.save(subject.seg.model, str(path))
+        elif subject.det is not None:
+            onnx.save(subject.det.model, str(path))
         elif subject.source is not None:
             export_onnx(subject.source, path, subject.size, opset=opts.opset, dynamic=opts.dynamic)
         return []
@@ -85,16 +91,20 @@ def _export(subject: Subject, precision: str, path: Path, opts: Options,
         onnx.save(model, str(path))
         return kept
     tails = outputs if code_picking else ["output0"] if subject.seg is not None else []
+    if subject.det is not None:
+        tails = [o.name for o in subject.det.model.graph.output]
     target = None
     if code_picking:  # every integer output (fine ids, coarse levels) held to the agreement minimum
         target = int8.CodeTarget(outputs[0], validate.THRESHOLDS[(subject.name, "int8")][1], tuple(outputs[1:]))
-    return int8.to_int8(fp32_path, path, feeds, exclude_tails_of=tails, code_target=target)
+    return int8.to_int8(fp32_path, path, feeds, exclude_tails_of=tails, code_target=target, target=opts.int8_target)
 
 
 def _accuracy(subject: Subject, path: Path, opts: Options, feeds: Sequence[validate.Feed]) -> dict[str, float]:
     run = validate.ort_runner(path)
     if subject.seg is not None:
         return segmenter.mask_iou(validate.ort_runner(opts.out / f"{subject.name}.fp32.onnx"), run, feeds)
+    if subject.det is not None:
+        return detector.box_agreement(validate.ort_runner(opts.out / f"{subject.name}.fp32.onnx"), run, feeds)
     if subject.source is None:
         raise ValueError(f"{subject.name}: no reference to validate against")
     return validate.accuracy(subject.source, run, feeds)
@@ -116,6 +126,7 @@ def _entry(subject: Subject, precision: str, key: str, opts: Options,
                                                                             opts.latency_runs),
         "latency_input": {k: list(a.shape) for k, a in feeds[0].items()},
         "float_nodes": len(float_nodes), "cache_key": key,
+        **({"int8_target": opts.int8_target} if precision == "int8" else {}),
     }
 
 
@@ -128,7 +139,8 @@ def _tensorrt(subject: Subject, precision: str, entry: dict[str, Any], opts: Opt
         entry["tensorrt"] = old
         return
     fixed = None
-    if subject.seg is not None and all(subject.seg.input_hw):
+    graph = subject.seg or subject.det
+    if graph is not None and all(graph.input_hw):
         fixed = (1, 3, *subject.size)
     profs = tensorrt_build.profiles(subject.name, subject.size, next(iter(entry["inputs"])), fixed)
     # fp16 engines come from the fp32 graph with FP16 enabled and the block list pinned to float32
@@ -155,7 +167,8 @@ def build_model(subject: Subject, opts: Options, images: Sequence[calib.CalibIma
         if precision == "int8" and kind == "cloud":
             engines[precision] = {"status": "skipped", "reason": EDGE_ONLY_INT8}
             continue
-        key = manifest.cache_key(subject.sha256, precision=precision, **options)
+        extra = {"int8_target": opts.int8_target} if precision == "int8" else {}
+        key = manifest.cache_key(subject.sha256, precision=precision, **options, **extra)
         if manifest.reusable(old_engines.get(precision), key, opts.out):
             engines[precision] = old_engines[precision]
             opts.say(f"{subject.name} {precision}: cached ({engines[precision]['file']})")

@@ -1,7 +1,8 @@
 """Build the edge and cloud inference files: ONNX FP32/FP16/INT8, optional TensorRT, a manifest.
 
-    python export/build_engines.py --out engines/ [--models encoder encoder2 scorer segmenter decoder maskgit]
-        [--precision fp32 fp16 int8] [--calib-images DIR] [--segmenter-onnx FILE] [--tensorrt]
+    python export/build_engines.py --out engines/ [--models encoder encoder2 scorer detector segmenter decoder
+        maskgit] [--precision fp32 fp16 int8] [--calib-images DIR] [--segmenter-onnx FILE] [--detector-onnx FILE]
+        [--tensorrt] [--int8-target cpu|tensorrt]
         [--opset N] [--input-size HxW] [--random-init] [--install-defaults]
 
 Exit status: 0 built (files below their accuracy threshold are flagged in the manifest, not
@@ -28,7 +29,7 @@ from models.registry import ModelNotFound, files_for  # noqa: E402
 DEFAULT_OPSET = 17  # export.onnx_export.DEFAULT_OPSET (a test keeps the two equal)
 INSTALL_HINT = "install the export extra: pip install -e '.[export]'"
 
-MODELS = ("encoder", "encoder2", "scorer", "segmenter", "decoder", "maskgit")  # encoder2: tokenizer v2 (id 3)
+MODELS = ("encoder", "encoder2", "scorer", "detector", "segmenter", "decoder", "maskgit")  # encoder2: tokenizer v2 (id 3)
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_INPUT_SIZE = "480x640"  # VGA, the edge's usual capture size; also the TensorRT opt shape
 FACTOR = 8
@@ -55,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=Path, default=None,
                    help="directory of calibration photos (default: scikit-image's sample photos)")
     p.add_argument("--segmenter-onnx", type=Path, default=None, help="your YOLOv8/11-seg ONNX export")
+    p.add_argument("--detector-onnx", type=Path, default=None,
+                   help="a YOLOX head export (default: the shipped YOLOX-Nano, edge/segmenter/models/)")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines where TensorRT exists")
+    p.add_argument("--int8-target", choices=["cpu", "tensorrt"], default=None,
+                   help="INT8 Q/DQ placement: ONNX Runtime CPU kernels or TensorRT "
+                        "(default: tensorrt with --tensorrt, else cpu; see export/int8.py)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--input-size", default=DEFAULT_INPUT_SIZE,
                    help="HxW for calibration, validation and the TensorRT opt shape (default %(default)s)")
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
 
     A model whose export fails (a bug or an unsupported op, not bad input) is recorded in the
     manifest as ``failed`` with the reason, and the others are still built."""
-    from export import build, calib, manifest, segmenter, tensorrt_build
+    from export import build, calib, detector, manifest, segmenter, tensorrt_build
     from export.sources import load_source
 
     size = parse_size(args.input_size)
@@ -90,7 +96,8 @@ def run(args: argparse.Namespace) -> dict:
             print("TensorRT not available: skipped")
     opts = build.Options(out=out, precisions=args.precision, input_size=size, opset=args.opset,
                          dynamic=not args.fixed_shape, latency_runs=args.latency_runs,
-                         calib_dir=args.calib_images, tensorrt=trt_version)
+                         calib_dir=args.calib_images, tensorrt=trt_version,
+                         int8_target=args.int8_target or ("tensorrt" if args.tensorrt else "cpu"))
     path = out / "manifest.json"
     data = manifest.load(path)
     images = calib.load_images(args.calib_images, size)
@@ -105,6 +112,15 @@ def run(args: argparse.Namespace) -> dict:
             if explicit:
                 raise InputSizeError(f"--input-size {args.input_size}: encoder2 needs multiples of 16")
             print(f"encoder2: skipped, --input-size {args.input_size} is not a multiple of 16")
+            continue
+        if name == "detector":  # the same calibration images, letterbox-free at the detector's square input
+            det_path = args.detector_onnx or detector.default_path()
+            det = detector.check(det_path, args.opset)
+            det_size = (det.input_hw[0] or 416, det.input_hw[1] or 416)
+            subject = build.Subject(name, manifest.sha256_file(det_path), det=det, size=det_size, path=str(det_path))
+            data["models"][name] = build.build_model(subject, opts, calib.load_images(args.calib_images, det_size),
+                                                     previous)
+            manifest.save(path, data)
             continue
         if name == "segmenter":
             if args.segmenter_onnx is None:

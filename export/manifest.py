@@ -73,9 +73,18 @@ def reusable(entry: dict[str, Any] | None, key: str, out_dir: Path) -> bool:
 
 
 def recommend(kind: str, engines: dict[str, dict[str, Any]]) -> str | None:
+    """The first precision of ``PREFERENCE[kind]`` that passes its accuracy threshold and, unless a
+    TensorRT engine was built for it, is faster than FP32 where both were timed (ONNX Runtime on
+    the build machine): a reduced precision that runs slower there must not become the default."""
+    base = engines.get("fp32", {}).get("latency_ms_median")
     for precision in PREFERENCE[kind]:
-        if engines.get(precision, {}).get("status") == "ok":
-            return precision
+        e = engines.get(precision, {})
+        if e.get("status") != "ok":
+            continue
+        ms = e.get("latency_ms_median")
+        if precision != "fp32" and "tensorrt" not in e and base is not None and ms is not None and ms >= base:
+            continue
+        return precision
     return None
 
 

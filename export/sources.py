@@ -30,7 +30,7 @@ RANDOM_MASKGIT = MaskGITConfig(depth=2, dim=64, heads=4)  # as models.codec.load
 # model name -> (registry file attribute, edge or cloud)
 WEIGHTS = {"encoder": "tokenizer", "encoder2": "tokenizer", "decoder": "tokenizer", "scorer": "scorer",
            "maskgit": "maskgit"}
-KIND = {"encoder": "edge", "encoder2": "edge", "scorer": "edge", "segmenter": "edge", "decoder": "cloud",
+KIND = {"encoder": "edge", "encoder2": "edge", "scorer": "edge", "segmenter": "edge", "detector": "edge", "decoder": "cloud",
         "maskgit": "cloud"}
 # Models that belong to one tokenizer id whatever --tokenizer-id says: the two-layer edge encoder
 # (fine ids + coarse levels) is tokenizer v2's, ``tc-vq2-f16c-f8``.

@@ -15,13 +15,14 @@ from export import build_engines, manifest, validate
 from models.registry import files_for
 
 ENTRY_KEYS = set(manifest.REQUIRED_ENTRY_KEYS) | {"outputs", "metric", "threshold"}
+DETECTOR_SHA256 = "e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae292649fb464dd"
 
 
 def test_manifest_schema(built):
     out, data, _ = built
     assert data["schema"] == manifest.SCHEMA and data["input_size"] == [64, 64]
     assert [im["name"] for im in data["calibration"]["images"]][0] == "skimage.data.astronaut"
-    assert set(data["models"]) == {"encoder", "encoder2", "scorer", "segmenter", "decoder", "maskgit"}
+    assert {"encoder", "scorer", "detector", "segmenter", "decoder", "maskgit"} <= set(data["models"])
     for name, model in data["models"].items():
         assert model["kind"] in ("edge", "cloud") and len(model["source"]["sha256"]) == 64
         for prec, e in model["engines"].items():
@@ -52,12 +53,31 @@ def test_fp16_encoder_meets_threshold_and_keeps_codebook_float32(built):
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
 
 
-def test_int8_is_symmetric_qdq_with_float_code_search(built):
+def test_int8_cpu_target_uint8_activations_symmetric_weights(built):
     out, data, _ = built
     e = data["models"]["encoder"]["engines"]["int8"]
     # Random weights put many codes at near-equal cosine: agreement is measured and reported, and
     # the flag follows the 97 % threshold whichever side it lands on.
     assert 0.5 < e["accuracy"]["token_agreement"] <= 1.0 and e["threshold"] == 0.97
+    assert e["int8_target"] == "cpu"
+    model = onnx.load(str(out / "encoder.int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs and all(inits[n.input[2]].dtype == np.uint8 for n in qs if len(n.input) > 2)
+    for n in model.graph.node:  # weights (int8 initializers) stay symmetric
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8:
+            assert not inits[n.input[2]].any(), f"{n.name} has a non-zero weight zero point"
+    made_by = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.op_type in ("MatMul", "ArgMax"):
+            assert all(made_by.get(i) is None or made_by[i].op_type != "DequantizeLinear" for i in n.input)
+
+
+def test_int8_tensorrt_target_is_symmetric_qdq_on_conv_inputs(built, tmp_path):
+    _, _, argv = built
+    out = tmp_path / "trt"
+    assert build_engines.main(["--out", str(out), "--random-init", "--input-size", "64x64", "--latency-runs", "1",
+                               "--models", "encoder", "--precision", "fp32", "int8", "--int8-target", "tensorrt"]) == 0
     model = onnx.load(str(out / "encoder.int8.onnx"))
     ops = [n.op_type for n in model.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -65,6 +85,9 @@ def test_int8_is_symmetric_qdq_with_float_code_search(built):
     for n in model.graph.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2:
             assert not inits[n.input[2]].any(), f"{n.name} has a non-zero zero point"
+    readers = {i: n for n in model.graph.node for i in n.input}
+    assert not any(readers.get(c.output[0]) is not None and readers[c.output[0]].op_type == "QuantizeLinear"
+                   for c in model.graph.node if c.op_type == "Conv")  # TensorRT fuses the conv's output itself
     made_by = {o: n for n in model.graph.node for o in n.output}
     for n in model.graph.node:
         if n.op_type in ("MatMul", "ArgMax"):
@@ -105,8 +128,11 @@ def test_second_run_is_cached_and_identical(built, capsys):
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")}
     assert build_engines.main(argv) == 0
     text = capsys.readouterr().out
-    # 3 encoder, encoder2, scorer, segmenter; 2 decoder, maskgit
-    assert "building" not in text and text.count(": cached") == 16
+    # every built precision once (3 per edge model, 2 per cloud model: int8 is skipped there)
+    built_engines = sum(e.get("status") != "skipped" for m in json.loads(before)["models"].values()
+                        for e in m["engines"].values())
+    assert built_engines >= 16  # encoder, scorer, detector, segmenter; decoder, maskgit
+    assert "building" not in text and text.count(": cached") == built_engines
     assert (out / "manifest.json").read_bytes() == before
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.onnx")} == mtimes
 
@@ -186,3 +212,32 @@ def test_fp16_refuses_weights_beyond_range():
 def test_corrupt_manifest_costs_only_a_rebuild(tmp_path: Path):
     (tmp_path / "manifest.json").write_text("{not json")
     assert manifest.load(tmp_path / "manifest.json") == {"schema": manifest.SCHEMA, "models": {}}
+
+
+def test_detector_goes_through_the_ladder_with_box_agreement(built):
+    out, data, _ = built
+    det = data["models"]["detector"]
+    assert det["kind"] == "edge" and det["source"]["sha256"] == DETECTOR_SHA256
+    fp32, int8 = det["engines"]["fp32"], det["engines"]["int8"]
+    assert fp32["metric"] == "box_agreement" and fp32["accuracy"]["box_agreement"] == 1.0
+    assert fp32["inputs"] == {"images": [1, 3, 416, 416]} and fp32["opset"] == 17  # upgraded from 11
+    assert det["engines"]["fp16"]["accuracy"]["box_agreement"] >= 0.95
+    assert int8["int8_target"] == "cpu" and 0.0 <= int8["accuracy"]["box_agreement"] <= 1.0
+    # CPU placement: Convs quantized in and out, so ONNX Runtime fuses them into QLinearConv
+    model = onnx.load(str(out / int8["file"]))
+    made_by = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    fed_by_dq = [c for c in convs if made_by[c.input[0]].op_type == "DequantizeLinear"]
+    assert len(fed_by_dq) > 0.8 * len(convs)
+    readers = {i: n for n in model.graph.node for i in n.input}
+    assert all(readers[c.output[0]].op_type == "QuantizeLinear" for c in fed_by_dq)
+    if det["recommended"] == "int8":  # never a default that is slower than fp32 here
+        assert int8["latency_ms_median"] < fp32["latency_ms_median"] and int8["status"] == "ok"
+
+
+def test_slower_reduced_precision_is_not_recommended():
+    fast = {"fp32": {"status": "ok", "latency_ms_median": 10.0}, "int8": {"status": "ok", "latency_ms_median": 6.0}}
+    slow = {"fp32": {"status": "ok", "latency_ms_median": 10.0}, "int8": {"status": "ok", "latency_ms_median": 14.0}}
+    assert manifest.recommend("edge", fast) == "int8" and manifest.recommend("edge", slow) == "fp32"
+    slow["int8"]["tensorrt"] = {"file": "x.int8.engine"}  # TensorRT engines are not judged by ORT CPU time
+    assert manifest.recommend("edge", slow) == "int8"

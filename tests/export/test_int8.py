@@ -48,12 +48,14 @@ def test_choose_quantized_is_cheapest_first_within_a_root_sum_square_budget():
     assert int8.choose_quantized({"z": 0.0, "y": 0.0}, 0.0) == ["y", "z"]
 
 
-def test_built_encoder_quantizes_convs_only_and_keeps_the_projection_float(built):
-    out, data, _ = built
-    model = onnx.load(str(out / "encoder.int8.onnx"))
+def test_tensorrt_target_quantizes_conv_inputs_only_and_keeps_the_projection_float(encoder, feeds, tmp_path):
+    path, _ = encoder
+    out = tmp_path / "enc.int8.onnx"
+    kept = int8.to_int8(path, out, feeds, exclude_tails_of=["indices"], code_target=int8.CodeTarget("indices", 0.0),
+                        target="tensorrt")
+    model = onnx.load(str(out))
     quantized = _quantized_convs(model)
-    assert quantized and "/encoder/proj/Conv" not in quantized
-    assert data["models"]["encoder"]["engines"]["int8"]["float_nodes"] > 0
+    assert quantized and "/encoder/proj/Conv" not in quantized and kept
     made_by = {o: n for n in model.graph.node for o in n.output}
     for n in model.graph.node:
         if n.op_type in ("Sigmoid", "Mul", "Add", "ReduceL2", "Div"):
@@ -81,3 +83,21 @@ def test_code_target_result_meets_its_minimum(encoder, feeds, tmp_path):
     reference = [ref.run(None, f)[0] for f in feeds]
     assert int8.agreement(out, feeds, "indices", reference) >= 0.97
     assert np.all(reference[0] >= 0)
+
+
+def test_cpu_target_quantizes_conv_outputs_so_onnxruntime_fuses_them(encoder, feeds, tmp_path):
+    path, _ = encoder
+    out = tmp_path / "enc.cpu.int8.onnx"
+    int8.to_int8(path, out, feeds, exclude_tails_of=["indices"], code_target=int8.CodeTarget("indices", 0.0),
+                 target="cpu")
+    model = onnx.load(str(out))
+    quantized = _quantized_convs(model)
+    assert len(quantized) == CONVS_BEFORE_PROJ and "/encoder/proj/Conv" not in quantized
+    readers = {i: n for n in model.graph.node for i in n.input}
+    convs = {n.name: n for n in model.graph.node}
+    assert all(readers[convs[c].output[0]].op_type == "QuantizeLinear" for c in quantized)
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all(z.data_type == onnx.TensorProto.UINT8 for z in zero_points)
+    with pytest.raises(ValueError, match="valid: tensorrt, cpu"):
+        int8.to_int8(path, out, feeds, target="gpu")
