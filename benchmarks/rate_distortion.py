@@ -27,6 +27,7 @@ from tqdm import tqdm
 from benchmarks import classical
 from benchmarks.quality import PERCEPTUAL, all_metrics, learned_metric_notes, perceptual_available, roi_mask
 from benchmarks.report import fail, group_means, images_in, load_image, pyplot, write_csv, write_json
+from edge.segmenter import SegmenterConfig
 
 PROG = "rate_distortion"
 DEFAULT_BPP = (0.02, 0.04, 0.074, 0.1, 0.167)
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="coarse codec search; targets 0.06 and 0.12 unless given")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--max-side", type=int, default=0, help="downscale images to this long side first")
-    p.add_argument("--segmenter", default="opencv")
+    p.add_argument("--segmenter", default=SegmenterConfig.backend)
     p.add_argument("--mtu", type=int, default=222)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

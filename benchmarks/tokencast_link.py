@@ -55,7 +55,7 @@ class TokenizerBackend(InferenceBackend):
         return {"indices": self.codec.encode([image])[0][None]}
 
 
-def build_pipeline(codec: TokenCodec, segmenter: str = "opencv", mtu: int = 222) -> EdgePipeline:
+def build_pipeline(codec: TokenCodec, segmenter: str = SegmenterConfig.backend, mtu: int = 222) -> EdgePipeline:
     config = PipelineConfig(segmenter=SegmenterConfig(backend=segmenter), packet=PacketConfig(mtu=mtu))
     seg = create_segmenter(config.segmenter).load()
     rec = Recoverability(config.recoverability, config.factor).load()
