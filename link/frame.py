@@ -40,8 +40,8 @@ class Frame:
     grid_w: int
     kept: np.ndarray
     indices: np.ndarray
-    # Two-layer tokenizers (wire v2): coarse levels (C, hc, wc), or None when the frame carries
-    # no coarse layer (a delta frame that reuses its reference's).
+    # Two-layer tokenizers (wire v2): coarse levels (C, hc, wc). Key frames carry one; delta frames
+    # never do (the cloud uses its reference frame's): None.
     coarse: np.ndarray | None = None
     frame_type: int = FRAME_KEY
     ref_counter: int | None = None  # the reference frame's counter, for delta frames
@@ -75,6 +75,8 @@ class Frame:
             raise InvalidFrame(f"frame_type must be one of {FRAME_TYPES}, got {self.frame_type!r}")
         if (self.frame_type == FRAME_DELTA) != (self.ref_counter is not None):
             raise InvalidFrame("a delta frame needs ref_counter, and only a delta frame has one")
+        if self.frame_type == FRAME_DELTA and self.coarse is not None:
+            raise InvalidFrame("a delta frame carries no coarse layer: the cloud takes its reference's")
         if self.ref_counter is not None:
             _check_int("ref_counter", self.ref_counter, 0, U32)
             if self.ref_counter >= self.counter:

@@ -6,7 +6,8 @@
                  b7..b5  tag code: 0 unsealed, else AEAD tag of (0,4,6,8,10,12,14,16)[code] bytes
                  b4      info: the frame-info block follows (only on a fragment whose slice starts at 0)
                  b3      layer: 0 fine tokens, 1 coarse layer
-                 b2..b1  frame type: 0 key (coded alone), 1 delta (against a reference frame); 2, 3 reserved
+                 b2..b1  frame type: 0 key (coded alone), 1 delta (fine tokens against a reference frame,
+                         no coarse layer: the cloud takes the reference's); 2, 3 reserved
                  b0      reserved, 0
     2    4     device id, u32 BE
     6    4     frame counter, u32 BE
@@ -150,6 +151,8 @@ def parse_header2(data: bytes) -> FragmentHeader2:
         raise MalformedPacket(f"{LAYERS[layer]} slice [{start}, {start + length}) does not fit its {n}-cell grid")
     if info and start != 0:
         raise MalformedPacket("frame info is only allowed on a fragment starting at 0")
+    if layer == LAYER_COARSE and frame_type == FRAME_DELTA:
+        raise MalformedPacket("a delta frame carries no coarse layer")
     if pos >= len(data):
         raise MalformedPacket("header truncated in the coding byte")
     coding = data[pos]

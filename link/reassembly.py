@@ -19,7 +19,7 @@ import numpy as np
 
 from link.entropy import PriorCode
 from link.errors import LimitExceeded, MalformedPacket
-from link.frame import ReceivedFrame
+from link.frame import FRAME_DELTA, ReceivedFrame
 from link.packet import Fragment, open_fragment
 from link.security import Opener, ReplayWindow
 from link.tokenizers import get_tokenizer
@@ -68,7 +68,7 @@ def coverage_size(frag: Fragment) -> int:
     h = frag.header
     n = h.grid_h * h.grid_w
     spec = get_tokenizer(h.tokenizer_id)
-    if h.version >= 2 and spec.layered:
+    if h.version >= 2 and spec.layered and h.frame_type != FRAME_DELTA:  # delta frames: no coarse layer
         ch, cw = spec.coarse_grid(h.grid_h, h.grid_w)
         n += ch * cw
     return n
@@ -141,7 +141,8 @@ def _assemble2(frags: list, first_seen: float) -> ReceivedFrame:
         if h.info:
             info = h
     indices = (np.concatenate([f.indices for f in fine]) if fine else np.zeros(0)).astype(np.int64)
-    both = np.concatenate((lost, coarse_lost))
+    delta = h0.frame_type == FRAME_DELTA
+    both = lost if delta else np.concatenate((lost, coarse_lost))
     gaps = int(np.count_nonzero(np.diff(np.concatenate(([0], lost.view(np.int8), [0]))) == 1))
     gaps += int(np.count_nonzero(np.diff(np.concatenate(([0], coarse_lost.view(np.int8), [0]))) == 1))
     return ReceivedFrame(
@@ -153,7 +154,7 @@ def _assemble2(frags: list, first_seen: float) -> ReceivedFrame:
         kept=kept.reshape(h0.grid_h, h0.grid_w), indices=indices, lost=lost.reshape(h0.grid_h, h0.grid_w),
         fragments_received=len(frags), fragments_total=len(frags) + gaps, complete=not both.any(),
         wire_bytes=sum(f.wire_bytes for f in frags), first_seen=first_seen,
-        coarse=coarse.reshape(-1, ch, cw), coarse_lost=coarse_lost.reshape(ch, cw),
+        coarse=None if delta else coarse.reshape(-1, ch, cw), coarse_lost=None if delta else coarse_lost.reshape(ch, cw),
         frame_type=h0.frame_type, ref_counter=h0.ref_counter,
     )
 

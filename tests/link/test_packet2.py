@@ -139,13 +139,18 @@ def test_reassembler_completes_only_with_both_layers_and_drops_duplicates():
 
 
 def test_delta_frame_header_and_nonce_separation():
-    f = make_frame(frame_type=FRAME_DELTA, ref_counter=4)
+    f = make_frame(frame_type=FRAME_DELTA, ref_counter=4, coarse=None)
     frags = pack2(f, mtu=200, sealer=Sealer(KEY, 7), models=MODELS)
     h = parse_header2(frags[0])
-    assert h.frame_type == FRAME_DELTA and h.ref_counter == 4 and h.layer == LAYER_COARSE
+    assert h.frame_type == FRAME_DELTA and h.ref_counter == 4 and h.layer == LAYER_FINE and h.info
     got = assemble([open_fragment2(x, opener(), models=models_map()) for x in frags])
-    assert got.frame_type == FRAME_DELTA and got.ref_counter == 4 and got.to_frame() == f
+    assert got.frame_type == FRAME_DELTA and got.ref_counter == 4 and got.complete and got.coarse is None
+    assert got.to_frame() == f
+    with pytest.raises(LinkError):
+        make_frame(frame_type=FRAME_DELTA, ref_counter=4)  # a delta frame never carries a coarse layer
     # a coarse fragment's bytes relabelled as fine fail authentication (the layer is in the nonce and AAD)
+    key = make_frame()
+    frags = pack2(key, mtu=200, sealer=Sealer(KEY, 7), models=MODELS)
     bad = bytearray(frags[0])
     bad[1] ^= 0x08
     with pytest.raises(LinkError):
