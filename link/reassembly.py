@@ -68,7 +68,7 @@ def coverage_size(frag: Fragment) -> int:
     h = frag.header
     n = h.grid_h * h.grid_w
     spec = get_tokenizer(h.tokenizer_id)
-    if h.version >= 2 and spec.layered and h.frame_type != FRAME_DELTA:  # delta frames: no coarse layer
+    if h.version >= 2 and spec.layered and getattr(h, "frame_type", 0) != FRAME_DELTA:  # delta frames: no coarse layer
         ch, cw = spec.coarse_grid(h.grid_h, h.grid_w)
         n += ch * cw
     return n
