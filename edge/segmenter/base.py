@@ -6,6 +6,7 @@ need no download) but hand the importance scorer the same thing: full-frame bool
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 
 from ..runtime import RuntimeConfig
 from .coco import COCO_NAMES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,5 +111,8 @@ class NoSegmenter(Segmenter):
 
 
 def check_image(image: np.ndarray) -> None:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
+            or 0 in image.shape:
+        what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        log.error("segmenter: refused a frame: expected an RGB uint8 (H, W, 3) image, got %s", what)
+        raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {what}")

@@ -172,7 +172,9 @@ class YoloxSegmenter(Segmenter):
         if config.classes:
             unknown = [c for c in config.classes if c not in names]
             if unknown:
-                raise ValueError(f"segmenter.classes: unknown class names {unknown}; valid: {', '.join(names)}")
+                msg = f"segmenter.classes: unknown class names {unknown}; valid: {', '.join(names)}"
+                log.error(msg)
+                raise ValueError(msg)
             self.allowed = np.isin(np.asarray(names), config.classes)
 
     def load(self) -> YoloxSegmenter:

@@ -265,3 +265,12 @@ channel = "{name}"
     assert got and sum(len(d) for d in got) <= 400
     opener = Opener(KeyStore({5: key}))
     assert {open_fragment(d, opener).header.counter for d in got} == {1}
+
+
+@pytest.mark.parametrize("bad", [np.zeros((32, 32), np.uint8), np.zeros((32, 32, 3), np.float32),
+                                 np.zeros((0, 32, 3), np.uint8), np.zeros((32, 32, 4), np.uint8)])
+def test_bad_frames_are_a_typed_error_and_a_log_line(detector, bad, caplog):
+    caplog.set_level(logging.ERROR)
+    with pytest.raises(ValueError, match="expected an RGB uint8"):
+        detector.segment(bad)
+    assert "refused a frame" in caplog.text
