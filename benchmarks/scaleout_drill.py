@@ -21,7 +21,9 @@ Reported: frames sent / stored / stored twice / lost / stored partial (a frame i
 when it was sent whole but stored with slices missing), duplicate deliveries the store
 dropped, per-worker counts, sessions adopted, sessions left in the registry. ``--no-fix``
 runs the same timeline with the fixes off (no leave on SIGTERM, no adoption, cameras take a
-"no matching subscribers" PUBACK as delivered) to show what each one is for.
+"no matching subscribers" PUBACK as delivered); ``--no-leave``, ``--no-adopt``, ``--no-retry``
+turn off one each, and ``--session-expiry`` tries a short session expiry instead, to show what
+each one is for.
 
 ``--throughput``: a burst of ``--burst`` frames through 1 worker, then through 3, each on a
 fresh database; frames/s from the first capture to the last frame stored.
@@ -50,7 +52,7 @@ IMAGE = 64
 
 def drill_toml(workdir: Path, name: str, port: int, store: str, *, timeout_s: float = 30.0, lease_s: float = 15.0,
                adopt_after_s: float = 8.0, leave_s: float = 20.0, steps: int = 1, max_batch: int = 16,
-               client_id: str = "") -> Path:
+               client_id: str = "", session_expiry_s: int = 7 * 24 * 3600) -> Path:
     """A worker config: shared group, the given store (a URL, or a SQLite path), default client id."""
     store_table = (f'url = "{store}"' if "://" in store else f'path = "{store}"')
     path = workdir / f"{name}.toml"
@@ -65,6 +67,7 @@ group = "drill"
 heartbeat_s = 1.0
 adopt_after_s = {adopt_after_s}
 leave_timeout_s = {leave_s}
+session_expiry_s = {session_expiry_s}
 [security]
 keys_dir = "{workdir / 'keys'}"
 [store]
@@ -138,7 +141,10 @@ def _stop_all(workers: list[WorkerProcess]) -> None:
 def drill(args: argparse.Namespace) -> dict[str, object]:
     devices = list(range(1, args.cameras + 1))
     svc = Services(args, devices)
-    fix = not args.no_fix
+    if args.no_fix:
+        args.no_leave = args.no_adopt = args.no_retry = True
+    fixes = [name for name, off in (("leave", args.no_leave), ("adopt", args.no_adopt), ("retry", args.no_retry))
+             if not off]
     workers: list[WorkerProcess] = []
     cams: list[Camera] = []
     events: list[dict[str, object]] = []
@@ -153,8 +159,9 @@ def drill(args: argparse.Namespace) -> dict[str, object]:
         url = svc.fresh_store()
 
         def start(name: str) -> WorkerProcess:
-            toml = drill_toml(svc.workdir, name, svc.broker.port, url, adopt_after_s=args.adopt_after if fix else 0,
-                              leave_s=20.0 if fix else 0, timeout_s=args.reassembly_timeout, steps=args.steps)
+            toml = drill_toml(svc.workdir, name, svc.broker.port, url, adopt_after_s=0 if args.no_adopt else args.adopt_after,
+                              leave_s=0 if args.no_leave else 20.0, timeout_s=args.reassembly_timeout, steps=args.steps,
+                              session_expiry_s=args.session_expiry)
             w = WorkerProcess(svc.workdir, toml, name=name, codec=args.codec)
             workers.append(w)
             return w
@@ -163,7 +170,7 @@ def drill(args: argparse.Namespace) -> dict[str, object]:
         for w in first:
             w.wait_consuming()
         store = svc.open_store(url)
-        cams = [Camera(d, svc.broker.port, svc.workdir, outbox_frames=100_000, require_subscriber=fix)
+        cams = [Camera(d, svc.broker.port, svc.workdir, outbox_frames=100_000, require_subscriber=not args.no_retry)
                 for d in devices]
         for c in cams:
             c.start()
@@ -204,10 +211,11 @@ def drill(args: argparse.Namespace) -> dict[str, object]:
         evicted = {(c.device_id, n) for c in cams for n in c.stats.evicted}
         logs = {w.log.stem: w.log.read_text() for w in workers}
         adopted = sorted({m for text in logs.values() for m in re.findall(r"MQTT session (\S+) of worker", text)})
-        left = sum("session ended" in text for text in logs.values())
+        leaves = [m for text in logs.values() for m in re.findall(r"left the shared group as .*", text)]
+        left = sum(m.endswith("session ended") for m in leaves)
         with_pid = {f.worker for f in frames}
         result: dict[str, object] = {
-            "mode": "fixed" if fix else "no-fix", "store": args.store, "cameras": args.cameras,
+            "fixes_on": fixes, "session_expiry_s": args.session_expiry, "store": args.store, "cameras": args.cameras,
             "seconds": args.seconds, "rate_per_camera": args.rate, "image": IMAGE, "codec": args.codec,
             "restore_steps": args.steps, "reassembly_timeout_s": args.reassembly_timeout, "cpu_count": os.cpu_count(),
             "events": events,
@@ -218,7 +226,7 @@ def drill(args: argparse.Namespace) -> dict[str, object]:
             "fragments_missing_in_stored": sum(f.fragments_total - f.fragments_received for f in frames),
             "duplicate_deliveries_dropped": sum(d.duplicates for d in store.list_devices()),
             "stored_by_worker": {w: sum(f.worker == w for f in frames) for w in sorted(with_pid)},
-            "sessions_adopted": adopted, "sessions_ended_by_leave": left,
+            "sessions_adopted": adopted, "sessions_ended_by_leave": left, "leaves": leaves,
             "sessions_left_in_registry": len(_sessions(store)),
             "end_pending": store.pending_frames(),
             "rejects": store.quarantine_counts(),
@@ -306,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, default=240.0)
     p.add_argument("--no-fix", action="store_true", help="the same timeline with leave, adoption and the "
                                                          "no-subscriber retry off")
+    p.add_argument("--no-leave", action="store_true", help="SIGTERM closes the connection, the session stays")
+    p.add_argument("--no-adopt", action="store_true", help="dead workers' sessions are not adopted")
+    p.add_argument("--no-retry", action="store_true", help="cameras take a 'no matching subscribers' PUBACK "
+                                                           "as delivered")
+    p.add_argument("--session-expiry", type=int, default=7 * 24 * 3600,
+                   help="the workers' MQTT session expiry (s): a short one is the other candidate fix")
     p.add_argument("--throughput", action="store_true", help="burst through 1 worker, then 3")
     p.add_argument("--burst", type=int, default=600)
     p.add_argument("--keep", action="store_true")
