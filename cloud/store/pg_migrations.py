@@ -89,4 +89,16 @@ CREATE TABLE sessions (
     adopted boolean NOT NULL DEFAULT false
 );
 """),
+    (3, "bounded quarantine: size received per entry, running totals (cloud.store.base.QuarantinePolicy)", """
+ALTER TABLE quarantine ADD COLUMN original_size bigint;
+CREATE TABLE quarantine_tally (
+    id integer PRIMARY KEY CHECK (id = 1),
+    entries bigint NOT NULL,
+    bytes bigint NOT NULL,
+    truncated bigint NOT NULL DEFAULT 0,
+    evicted bigint NOT NULL DEFAULT 0
+);
+INSERT INTO quarantine_tally (id, entries, bytes)
+    SELECT 1, count(*), coalesce(sum(length(payload)), 0) FROM quarantine;
+"""),
 )

@@ -41,7 +41,9 @@ from cloud.store.base import (
     DeviceSummary,
     FramePaths,
     FrameRecord,
+    QuarantinePolicy,
     QuarantineRecord,
+    QuarantineUsage,
     SessionRecord,
     StagedFragment,
     Store,
@@ -77,7 +79,9 @@ class PostgresStore(Store):
     name = "postgresql"
 
     def __init__(self, url: str, image_dir: str | Path, *, pool_size: int = 4, timeout_s: float = 10.0,
-                 password: str | None = None, display: str | None = None) -> None:
+                 password: str | None = None, display: str | None = None,
+                 quarantine: QuarantinePolicy | None = None) -> None:
+        self.quarantine_policy = quarantine or QuarantinePolicy()
         if _IMPORT_ERROR is not None:
             raise StoreError(f"the postgresql store needs psycopg 3 and psycopg-pool "
                              f"(pip install 'tokencast[cloud]'): {_IMPORT_ERROR}")
@@ -295,17 +299,54 @@ class PostgresStore(Store):
     def quarantine(self, reason: str, device_id: int | None, payload: bytes, detail: str, *,
                    counter: int | None = None, now: float | None = None,
                    drop_staged: tuple[int, int] | None = None) -> int:
+        kept, cut = self.quarantine_policy.clip(payload)
+
         def run(conn: psycopg.Connection) -> int:
-            row = conn.execute("INSERT INTO quarantine (received_at, reason, device_id, counter, detail, payload) "
-                               "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            row = conn.execute("INSERT INTO quarantine (received_at, reason, device_id, counter, detail, payload, "
+                               "original_size) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
                                (time.time() if now is None else now, reason, device_id, counter,
-                                detail[:2000].replace("\x00", "\\x00"), bytes(payload))).fetchone()
+                                detail[:2000].replace("\x00", "\\x00"), kept, len(payload))).fetchone()
+            # the tally row is the quarantine's lock too: concurrent workers evict one at a time
+            conn.execute("UPDATE quarantine_tally SET entries = entries + 1, bytes = bytes + %s, "
+                         "truncated = truncated + %s", (len(kept), int(cut)))
+            self._evict_quarantine(conn)
             if drop_staged is not None:
                 self._drop_staged(conn, drop_staged)
             return int(row[0]) if row else 0
 
         qid: int = self._write(run)
         return qid
+
+    def _evict_quarantine(self, conn: psycopg.Connection) -> None:
+        """Drop the oldest entries beyond the policy's quota (inside the writing transaction)."""
+        entries, total = conn.execute("SELECT entries, bytes FROM quarantine_tally").fetchone()  # type: ignore[misc]
+        policy = self.quarantine_policy
+        if entries <= policy.max_entries and total <= policy.max_total_bytes:
+            return
+        seen: list[tuple[int, int]] = []
+
+        def oldest() -> Iterator[int]:
+            last = -1
+            while True:  # pages of 256, oldest first: usually one entry goes, so one page is read
+                page = conn.execute("SELECT id, length(payload) FROM quarantine WHERE id > %s ORDER BY id LIMIT 256",
+                                    (last,)).fetchall()
+                if not page:
+                    return
+                for qid, size in page:
+                    seen.append((qid, size))
+                    yield size
+                last = page[-1][0]
+
+        n = policy.evictions(entries, total, oldest())
+        if n:
+            last, freed = seen[n - 1][0], sum(size for _, size in seen[:n])
+            conn.execute("DELETE FROM quarantine WHERE id <= %s", (last,))
+            conn.execute("UPDATE quarantine_tally SET entries = entries - %s, bytes = bytes - %s, "
+                         "evicted = evicted + %s", (n, freed, n))
+
+    def quarantine_usage(self) -> QuarantineUsage:
+        rows = self._read("SELECT entries, bytes, truncated, evicted FROM quarantine_tally")
+        return QuarantineUsage(*(int(v) for v in rows[0].values())) if rows else QuarantineUsage(0, 0)
 
     def count_duplicates(self, counts: dict[int, int]) -> None:
         if not counts:
@@ -388,7 +429,8 @@ class PostgresStore(Store):
         return self._device(rows[0]) if rows else None
 
     def list_quarantine(self, *, limit: int = 50, reason: str | None = None) -> list[QuarantineRecord]:
-        sql = "SELECT id, received_at, reason, device_id, counter, detail, length(payload) AS size FROM quarantine"
+        sql = ("SELECT id, received_at, reason, device_id, counter, detail, length(payload) AS size, "
+               "coalesce(original_size, length(payload)) AS original_size FROM quarantine")
         params: tuple = ()
         if reason is not None:
             sql, params = sql + " WHERE reason = %s", (reason,)
@@ -457,4 +499,5 @@ def create(cfg: StoreConfig) -> Store:
         except OSError as exc:
             raise StoreError(f"cannot read store.password_file {cfg.password_file}: {exc.strerror}") from None
     return PostgresStore(cfg.url, cfg.image_dir, pool_size=cfg.pool_size, timeout_s=cfg.busy_timeout_s,
-                         password=password, display=cfg.describe())
+                         password=password, display=cfg.describe(),
+                         quarantine=QuarantinePolicy.from_config(cfg.quarantine))

@@ -273,3 +273,29 @@ def test_sqlite_file_from_the_previous_schema_is_upgraded_in_place(tmp_path):
         assert s.stage([StagedFragment(1, 7, 0, 4, 8, b"c", 1.0, layer=1)]) == [True]
     finally:
         s.close()
+
+
+def test_quarantine_stays_within_the_policy_on_every_backend(store_cfg):
+    """The bounds of issue 12 (``QuarantinePolicy``), held by each backend in its own transaction."""
+    from cloud.config import QuarantineConfig
+
+    store_cfg.quarantine = QuarantineConfig(max_entry_bytes=100, max_total_bytes=1000, max_entries=50)
+    s = make_store(store_cfg)
+    try:
+        ids = [s.quarantine("malformed", None, bytes([i % 256]) * 5000, f"junk {i}", now=float(i)) for i in range(40)]
+        u = s.quarantine_usage()
+        assert (u.entries, u.bytes, u.truncated, u.evicted) == (10, 1000, 40, 30)
+        rows = s.list_quarantine(limit=100)
+        assert sorted(r.id for r in rows) == ids[-10:]  # the newest kept
+        assert all(r.size == 100 and r.original_size == 5000 for r in rows)
+        assert s.quarantine_payload(ids[-1]) == bytes([39]) * 100
+        s.quarantine("auth", 3, b"tiny", "small one")
+        assert s.list_quarantine(limit=1)[0].original_size == 4 and s.quarantine_usage().evicted == 31
+    finally:
+        s.close()
+    again = make_store(store_cfg)  # the tally survives a reopen and matches the table
+    try:
+        u = again.quarantine_usage()
+        assert u.entries == len(again.list_quarantine(limit=100)) == 10 and u.evicted == 31
+    finally:
+        again.close()
