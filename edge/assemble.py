@@ -38,7 +38,16 @@ def open_transport_factory(cfg: EdgeConfig) -> Any:
 def open_selector(cfg: EdgeConfig) -> Selector:
     from .pipeline import EdgePipeline
 
-    return EdgePipeline.from_config(cfg.pipeline)
+    pipeline = EdgePipeline.from_config(cfg.pipeline)
+    if not cfg.temporal.enabled:
+        return pipeline
+    from .temporal import TemporalSelector
+
+    try:
+        return TemporalSelector(pipeline, cfg.temporal)
+    except BaseException:
+        pipeline.close()
+        raise
 
 
 @contextmanager

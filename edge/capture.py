@@ -50,6 +50,13 @@ class ImagesConfig:
 
 
 @dataclass
+class VideoConfig:
+    path: str = ""  # a video file (anything OpenCV's FFmpeg backend reads), frames in order
+    loop: bool = False  # start again after the last frame instead of stopping
+    step: int = 1  # take every step-th frame (a 25 fps file as a 5 fps camera: step = 5)
+
+
+@dataclass
 class V4L2Config:
     device: str = "/dev/video0"  # a device path, or an index such as "0"
     width: int = 0  # 0 = the driver's default
@@ -82,22 +89,26 @@ class Picamera2Config:
 
 @dataclass
 class CaptureConfig:
-    source: Literal["images", "v4l2", "gstreamer", "rtsp", "picamera2"] = "images"
+    source: Literal["images", "video", "v4l2", "gstreamer", "rtsp", "picamera2"] = "images"
     retry_s: float = 2.0  # pause after a failed read
     reopen_after: int = 5  # consecutive failed reads before the device is closed and reopened
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     v4l2: V4L2Config = field(default_factory=V4L2Config)
     gstreamer: GStreamerConfig = field(default_factory=GStreamerConfig)
     rtsp: RTSPConfig = field(default_factory=RTSPConfig)
     picamera2: Picamera2Config = field(default_factory=Picamera2Config)
 
     def check(self, prefix: str) -> list[tuple[str, str]]:
-        required = {"images": ("images", "path"), "gstreamer": ("gstreamer", "pipeline"), "rtsp": ("rtsp", "url")}
+        required = {"images": ("images", "path"), "video": ("video", "path"),
+                    "gstreamer": ("gstreamer", "pipeline"), "rtsp": ("rtsp", "url")}
         bad = []
         if self.source in required:
             table, key = required[self.source]
             if not getattr(getattr(self, table), key):
                 bad.append((f"{prefix}.{table}.{key}", f"required when {prefix}.source = {self.source!r}"))
+        if self.video.step < 1:
+            bad.append((f"{prefix}.video.step", f"must be >= 1, got {self.video.step}"))
         if self.retry_s < 0:
             bad.append((f"{prefix}.retry_s", f"must be >= 0, got {self.retry_s}"))
         if self.reopen_after < 1:
@@ -235,6 +246,55 @@ class _OpenCVSource(CaptureSource):
     def read(self) -> Picture:
         frame = self._grab_bgr()
         return Picture(self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB), now_ms(), self.describe())
+
+    def close(self) -> None:
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
+            self._cap = None
+
+
+@register
+class VideoFile(CaptureSource):
+    """Frames of a video file in order: a recorded scene replayed as a camera (tests, benchmarks).
+
+    The frame folder case is the ``images`` source (name order). A frame that fails to decode
+    mid-file is the end of the file to OpenCV, so the source is exhausted there (or loops)."""
+
+    key = "video"
+
+    def load(self) -> None:
+        try:
+            import cv2
+        except ImportError as exc:
+            raise SourceUnavailable(f"video capture needs OpenCV: pip install opencv-python-headless ({exc})") from exc
+        self._cv2 = cv2
+        path = Path(self.cfg.video.path)
+        if not path.is_file():
+            raise SourceUnavailable(f"capture.video.path {str(path)!r} is not a file")
+        self._path = path
+        self._cap = cv2.VideoCapture(str(path))
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceUnavailable(f"cannot open video {path} (not a video OpenCV can read)")
+        self._index = 0
+        self._read_any = False
+
+    def read(self) -> Picture:
+        step = self.cfg.video.step
+        for _ in range(step):
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                if not self.cfg.video.loop or not self._read_any:
+                    raise SourceExhausted(f"end of video {self._path} after {self._index} frames")
+                self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, frame = self._cap.read()
+                if not ok or frame is None:
+                    raise SourceExhausted(f"video {self._path} cannot be rewound")
+            self._index += 1
+        self._read_any = True
+        rgb = self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB)
+        return Picture(rgb, now_ms(), f"{self._path.name}#{self._index - 1}")
 
     def close(self) -> None:
         cap = getattr(self, "_cap", None)

@@ -22,6 +22,7 @@ from link.transports.config import TransportConfig
 from .capture import CaptureConfig
 from .outbox import Policy
 from .pipeline import PipelineConfig
+from .reference import TemporalConfig
 from .schedule import ScheduleConfig
 from .sender import SenderConfig
 
@@ -53,6 +54,7 @@ class EdgeConfig:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)  # key/delta frames (wire v2)
     transport: TransportConfig = field(default_factory=TransportConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
@@ -76,6 +78,9 @@ class EdgeConfig:
             bad.append(("transport.mqtt.role", "must be 'publisher' on a camera"))
         if self.transport.type == "loopback" and self.transport.loopback.side != "edge":
             bad.append(("transport.loopback.side", "must be 'edge' on a camera"))
+        if self.temporal.enabled and self.pipeline.tokenizer_id != 3:
+            bad.append(("temporal.enabled", f"delta frames need the two-layer tokenizer 3 (wire v2); "
+                                            f"pipeline.tokenizer_id is {self.pipeline.tokenizer_id}"))
         bad += self.capture.check("capture")
         bad += self.schedule.check("schedule")
         bad += self.sender.check("sender")
@@ -97,6 +102,10 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     cfg.outbox.path = resolve_path(base, cfg.outbox.path)
     if cfg.outbox.counter_file is not None:
         cfg.outbox.counter_file = resolve_path(base, cfg.outbox.counter_file)
+    if cfg.temporal.codebook:
+        cfg.temporal.codebook = resolve_path(base, cfg.temporal.codebook)
+    if cfg.capture.video.path:
+        cfg.capture.video.path = str(resolve_path(base, Path(cfg.capture.video.path)))
     if cfg.capture.images.path:
         cfg.capture.images.path = str(resolve_path(base, Path(cfg.capture.images.path)))
     return cfg

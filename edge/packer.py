@@ -38,7 +38,8 @@ class LinkPacker:
             device_id=self.device_id, counter=counter, capture_ms=capture_ms,
             width=selection.width, height=selection.height, tokenizer_id=selection.tokenizer_id,
             grid_h=selection.grid_h, grid_w=selection.grid_w, kept=selection.kept, indices=selection.indices,
-            coarse=getattr(selection, "coarse", None),
+            coarse=getattr(selection, "coarse", None), frame_type=getattr(selection, "frame_type", 0),
+            ref_counter=getattr(selection, "ref_counter", None),  # delta frames (edge.temporal)
         )  # fmt: skip
         from link.entropy import default_prior
 

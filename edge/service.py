@@ -39,7 +39,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 class Selector(Protocol):
     """What the service needs of ``edge.pipeline.EdgePipeline``."""
 
-    def select(self, image_rgb_uint8: np.ndarray) -> Any: ...
+    def select(self, image_rgb_uint8: np.ndarray) -> Any: ...  # None: nothing to send for this picture
 
 
 # (selection, counter, capture_ms) -> sealed fragments; called inside the outbox transaction.
@@ -173,6 +173,9 @@ class EdgeService:
             return False
         t3 = time.monotonic()
         self._last_select_ms = (t3 - t2) * 1000
+        if selection is None:  # an event-triggered selector with nothing happening (edge.temporal)
+            log.debug("look %d (%s): not sent, no event", self.looks, pic.name)
+            return False
         try:
             queued = self.outbox.enqueue(lambda counter: self.packer(selection, counter, pic.capture_ms),
                                          capture_ms=pic.capture_ms)
@@ -186,6 +189,9 @@ class EdgeService:
             log.exception("packing failed for %s; picture skipped", pic.name)
             return False
         t4 = time.monotonic()
+        on_queued = getattr(self.selector, "queued", None)
+        if on_queued is not None:  # a key frame becomes the reference under its counter (edge.temporal)
+            on_queued(selection, queued.counter)
         self.sender.wake()
         self.frames_queued += 1
         log.info(

@@ -83,10 +83,10 @@ def test_single_file_and_missing_path(tmp_path):
 
 
 def test_registry_names_every_source():
-    assert sorted(SOURCES) == ["gstreamer", "images", "picamera2", "rtsp", "v4l2"]
+    assert sorted(SOURCES) == ["gstreamer", "images", "picamera2", "rtsp", "v4l2", "video"]
     cfg = CaptureConfig()
     cfg.source = "webcam"  # type: ignore[assignment]
-    with pytest.raises(ValueError, match="gstreamer, images, picamera2, rtsp, v4l2"):
+    with pytest.raises(ValueError, match="gstreamer, images, picamera2, rtsp, v4l2, video"):
         make_source(cfg)
 
 
