@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random-init", action="store_true", help="untrained tokencast and DeepJSCC (tests)")
+    p.add_argument("--tokenizer", type=int, choices=(1, 3), default=3,
+                   help="3: coarse layer + fine tokens (wire v2, default); 1: fine tokens only (wire v1)")
+    p.add_argument("--coarse-repeat", type=int, choices=(1, 2, 3), default=1,
+                   help="send each coarse fragment this many times (wire v2; the budget pays for the copies)")
     return p
 
 
@@ -154,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, f"codecs {missing} unavailable; choose from {sorted(avail)}")
     from benchmarks import tokencast_link as tl
     from benchmarks.deepjscc import transmit_image
-    from models.codec import TokenCodec
 
     notes: list[str] = [
         "SNR is Es/N0 per complex symbol; Rayleigh is block fading per fragment (per image for DeepJSCC), "
@@ -168,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     if fec == "ldpc":
         notes.append(f"5G LDPC (sionna-no-rt), rate {args.code_rate}, block error rate of a {args.mtu}-byte fragment "
                      f"from {args.blocks} Monte-Carlo codewords per point; fragments lost independently with it.")
-    codec = TokenCodec.load(device=args.device, random_init=args.random_init)
+    codec = tl.load_codec(args.tokenizer, device=args.device, random_init=args.random_init)
     jscc = load_jscc(args, notes)
     jscc_cpp = jscc.config.channel_uses_per_pixel
     records: list[dict] = []
-    with tl.build_pipeline(codec, mtu=args.mtu) as pipe:
+    with tl.build_pipeline(codec, mtu=args.mtu, coarse_repeat=args.coarse_repeat) as pipe:
         for path in tqdm(paths, desc=PROG, file=sys.stderr):
             im = load_image(path, args.max_side)
             h, w = im.shape[:2]
@@ -182,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             if sel is not None:
                 full = np.zeros(sel.kept.shape, np.int64)
                 full[sel.kept] = sel.indices
-                sent = tl.send(full, sel.kept, w, h, args.mtu)
+                sent = tl.send(full, sel.kept, w, h, args.mtu, codec.tokenizer_id, sel.coarse)
+                if args.coarse_repeat > 1:  # the copies ride after the fine fragments, paid from the budget
+                    from edge.packer import repeat_coarse
+
+                    sent.fragments += repeat_coarse(sent.fragments, args.coarse_repeat)
             files = {c: classical.at_rate(avail[c], im, bpp, 4 if args.quick else 8) for c in args.codecs}
             cache: dict[tuple, np.ndarray] = {}
 

@@ -134,7 +134,7 @@ def transmit_image(model: DeepJSCC, image: np.ndarray, snr_db: float, kind: str,
     h, w = image.shape[:2]
     ph, pw = -h % 8, -w % 8
     x = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
-    t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(255)
+    t = torch.from_numpy(np.array(x, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
     gen = torch.Generator().manual_seed(seed)
     y = model(t, torch.tensor([float(snr_db)]), kind, gen)[0, :, :h, :w]
     return (y.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)

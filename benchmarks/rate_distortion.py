@@ -45,10 +45,15 @@ def evaluate_image(codec, pipe, im: np.ndarray, name: str, targets: list[float],
     from benchmarks import tokencast_link as tl
     from edge.complexity import pad_to_multiple
     from edge.sampler import BudgetConfig, BudgetTooSmall, budget_limit
+    from link.tokenizers import get_tokenizer
 
     h, w = im.shape[:2]
     roi = roi_mask(pipe.segmenter.segment(im), (h, w))
-    grid = pipe.encode(pad_to_multiple(im, pipe.config.factor))
+    tid = pipe.config.tokenizer_id
+    layered = get_tokenizer(tid).layered
+    gh, gw = -(-h // pipe.config.factor), -(-w // pipe.config.factor)
+    grid, coarse = pipe.encode_layers(pad_to_multiple(im, 16 if layered else pipe.config.factor))
+    grid = grid[:gh, :gw]
     mtu = pipe.config.packet.mtu
     rng = np.random.default_rng(seed)
     base = {"image": name, "width": w, "height": h, "roi_fraction": float(roi.mean())}
@@ -62,26 +67,32 @@ def evaluate_image(codec, pipe, im: np.ndarray, name: str, targets: list[float],
             rec |= {"bpp": bpp_of(n_bytes or 0, w, h)} | all_metrics(im, recon, roi)
         out.append(rec)
 
-    full = tl.send(grid, np.ones(grid.shape, bool), w, h, mtu)
-    add("tokenizer-all", None, codec.decode([grid], [(h, w)])[0], full.size, kept_fraction=1.0)
-    cost = tl.bytes_cost(pipe, w, h)
+    every = np.ones(grid.shape, bool)
+    full = tl.send(grid, every, w, h, mtu, tid, coarse)
+    add("tokenizer-all", None, tl.reconstruct(codec, grid, every, w, h, seed, coarse), full.size, kept_fraction=1.0)
+    if layered:
+        none = tl.send(grid, ~every, w, h, mtu, tid, coarse)
+        add("coarse-only", None, tl.receive(codec, none.fragments, grid.shape, w, h, seed)[0], none.size,
+            kept_fraction=0.0)
     for t in targets:
         sel = tl.select(pipe, im, t)
-        if sel is None:
+        if sel is None or sel.tokens is None:
             add("tokencast", t, None, None, note="budget below an empty frame")
             add("tokencast-random", t, None, None, note="budget below an empty frame")
+            continue
+        sent = tl.send(sel.tokens, sel.kept, w, h, mtu, tid, sel.coarse)
+        recon, _ = tl.receive(codec, sent.fragments, sel.kept.shape, w, h, seed)
+        add("tokencast", t, recon, sent.size, kept_fraction=sel.kept_fraction, n_semantic=sel.n_semantic,
+            scale=sel.scale)
+        cost = tl.bytes_cost(pipe, w, h, sel.coarse, sel.kept.shape)
+        try:
+            kept = tl.random_kept(sel.kept.shape, sel.tokens, cost, budget_limit(BudgetConfig("bpp", t), w, h), rng)
+        except BudgetTooSmall:
+            add("tokencast-random", t, None, None, note="budget below an empty frame")
         else:
-            sent = tl.send(grid, sel.kept, w, h, mtu)
-            recon, _ = tl.receive(codec, sent.fragments, grid.shape, w, h, seed)
-            add("tokencast", t, recon, sent.size, kept_fraction=sel.kept_fraction, n_semantic=sel.n_semantic)
-            try:
-                kept = tl.random_kept(grid.shape, grid, cost, budget_limit(BudgetConfig("bpp", t), w, h), rng)
-            except BudgetTooSmall:
-                add("tokencast-random", t, None, None, note="budget below an empty frame")
-            else:
-                sent = tl.send(grid, kept, w, h, mtu)
-                recon, _ = tl.receive(codec, sent.fragments, grid.shape, w, h, seed)
-                add("tokencast-random", t, recon, sent.size, kept_fraction=float(kept.mean()))
+            sent = tl.send(sel.tokens, kept, w, h, mtu, tid, sel.coarse)
+            recon, _ = tl.receive(codec, sent.fragments, kept.shape, w, h, seed)
+            add("tokencast-random", t, recon, sent.size, kept_fraction=float(kept.mean()), scale=sel.scale)
         for cname, c in codecs.items():
             coded = classical.at_rate(c, im, t, iters)
             add(cname, t, coded.recon, len(coded.data), quality=coded.quality, scale=coded.scale,
@@ -134,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random-init", action="store_true", help="untrained weights (tests)")
+    p.add_argument("--tokenizer", type=int, choices=(1, 3), default=3,
+                   help="3: coarse layer + fine tokens (wire v2, default); 1: fine tokens only (wire v1)")
     return p
 
 
@@ -151,10 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             return fail(PROG, f"codecs {unknown} unavailable; choose from {sorted(codecs)}")
         codecs = {k: codecs[k] for k in args.codecs}
-    from benchmarks.tokencast_link import build_pipeline
-    from models.codec import TokenCodec
+    from benchmarks.tokencast_link import build_pipeline, load_codec
 
-    codec = TokenCodec.load(device=args.device, random_init=args.random_init)
+    codec = load_codec(args.tokenizer, device=args.device, random_init=args.random_init)
     records: list[dict] = []
     with build_pipeline(codec, args.segmenter, args.mtu) as pipe:
         for path in tqdm(paths, desc=PROG, file=sys.stderr):

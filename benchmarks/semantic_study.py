@@ -141,10 +141,12 @@ def run_study(codec, pipe, paths: list[Path], ratios: list[float], max_side: int
                 roi[max(y1, 0) : y2 + 1, max(x1, 0) : x2 + 1] = True
             b, c, s = detections([i for i in inst if i.class_id in (classes or {0})])
             tallies["original"].add(gt_boxes, gt_cls, b, c, s)
-        grid = pipe.encode(pad_to_multiple(im, pipe.config.factor))
+        layered = hasattr(codec, "coarse_levels")
+        grid, coarse = pipe.encode_layers(pad_to_multiple(im, 16 if layered else pipe.config.factor))
+        grid = grid[: -(-h // pipe.config.factor), : -(-w // pipe.config.factor)]
         for ratio in ratios:
             for method, kept in masks_for(pipe, im, inst, grid, ratio, rng).items():
-                recon = reconstruct(codec, grid, kept, w, h, seed)
+                recon = reconstruct(codec, grid, kept, w, h, seed, coarse)
                 pred = pipe.segmenter.segment(recon)
                 if labels is not None:
                     pred = [i for i in pred if i.class_id in (classes or {0})]
@@ -162,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5], help="masked ratios")
+    p.add_argument("--tokenizer", type=int, choices=(1, 3), default=3,
+                   help="3: fine tokens masked over the coarse layer (wire v2, default); 1: fine tokens only")
     p.add_argument("--coco", type=Path, default=None, help="coco128 root (images/val2017 + YOLO labels)")
     p.add_argument("--coco-classes", type=int, nargs="+", default=[0], help="YOLO class ids (0 = person)")
     p.add_argument("--segmenter", default=SegmenterConfig.backend)
@@ -202,10 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = images_in(args.images, limit)
     if not paths:
         return fail(PROG, f"no images in {args.images}")
-    from benchmarks.tokencast_link import build_pipeline
-    from models.codec import TokenCodec
+    from benchmarks.tokencast_link import build_pipeline, load_codec
 
-    codec = TokenCodec.load(device=args.device, random_init=args.random_init)
+    codec = load_codec(args.tokenizer, device=args.device, random_init=args.random_init)
     with build_pipeline(codec, args.segmenter) as pipe:
         result = run_study(codec, pipe, paths, args.ratios, args.max_side, args.seed)
         if args.coco is not None:
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             result["coco"] = run_study(codec, pipe, images_in(img_dir, limit), args.ratios, args.max_side,
                                        args.seed, lab_dir, set(args.coco_classes), "coco")
     result["meta"] = {
-        "segmenter": args.segmenter, "images": len(paths), "random_init": args.random_init, "iou": IOU,
+        "segmenter": args.segmenter, "tokenizer": args.tokenizer, "images": len(paths), "random_init": args.random_init, "iou": IOU,
         "limit": limit, "ratios": args.ratios, "coco_classes": args.coco_classes, "device": args.device,
         "notes": ["Pseudo GT: the segmenter's instances on the original; semantic and random keep the same "
                   "token count; recall and AP50 are class-aware; AP averages over classes present.",

@@ -13,6 +13,7 @@ whichever fragments arrived and restores masked and lost tokens with the MaskGIT
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,10 @@ from link.frame import Frame
 from link.packet import pack
 from link.reassembly import unpack
 from link.security import KeyStore, Opener, Sealer
+from link.tokenizers import get_tokenizer
 from models.codec import TokenCodec
 
+Codec = Any  # TokenCodec (tokenizer 1) or models.codec2.TokenCodec2 (tokenizer 3)
 DEVICE_ID = 7
 KEY = bytes(range(16))  # a fixed benchmark key: sealing costs the same bytes with any key
 
@@ -37,11 +40,14 @@ class TokenizerBackend(InferenceBackend):
 
     name = "torch-tokenizer"
 
-    def __init__(self, codec: TokenCodec) -> None:
+    def __init__(self, codec: Codec) -> None:
         super().__init__("<in-process>")
         self.codec = codec
+        self.layered = hasattr(codec, "coarse_levels")
         self.inputs = [TensorSpec("image", (1, 3, None, None), np.dtype(np.float32))]
         self.outputs = [TensorSpec("indices", (1, None, None), np.dtype(np.int64))]
+        if self.layered:
+            self.outputs.append(TensorSpec("coarse", (1, None, None, None), np.dtype(np.int64)))
         self._loaded = True
 
     def load(self) -> TokenizerBackend:
@@ -52,11 +58,24 @@ class TokenizerBackend(InferenceBackend):
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         image = (feed["image"][0].transpose(1, 2, 0) * 255.0).round().astype(np.uint8)
+        if self.layered:
+            fine, coarse = self.codec.encode([image])[0]
+            return {"indices": fine[None], "coarse": coarse[None]}
         return {"indices": self.codec.encode([image])[0][None]}
 
 
-def build_pipeline(codec: TokenCodec, segmenter: str = SegmenterConfig.backend, mtu: int = 222) -> EdgePipeline:
-    config = PipelineConfig(segmenter=SegmenterConfig(backend=segmenter), packet=PacketConfig(mtu=mtu))
+def load_codec(tokenizer_id: int = 3, device: str = "auto", random_init: bool = False) -> Codec:
+    if get_tokenizer(tokenizer_id).layered:
+        from models.codec2 import TokenCodec2
+
+        return TokenCodec2.load(tokenizer_id, device=device, random_init=random_init)
+    return TokenCodec.load(tokenizer_id, device=device, random_init=random_init)
+
+
+def build_pipeline(codec: Codec, segmenter: str = SegmenterConfig.backend, mtu: int = 222,
+                   coarse_repeat: int = 1) -> EdgePipeline:
+    config = PipelineConfig(segmenter=SegmenterConfig(backend=segmenter),
+                            packet=PacketConfig(mtu=mtu, coarse_repeat=coarse_repeat), tokenizer_id=codec.tokenizer_id)
     seg = create_segmenter(config.segmenter).load()
     rec = Recoverability(config.recoverability, config.factor).load()
     return EdgePipeline(config, TokenizerBackend(codec), seg, rec)
@@ -100,8 +119,9 @@ def random_kept_ratio(shape: tuple[int, int], keep: float, rng: np.random.Genera
     return m.reshape(shape)
 
 
-def bytes_cost(pipe: EdgePipeline, width: int, height: int) -> SizeFn:
-    return link_cost_fn(width, height, "bytes", pipe.config.tokenizer_id, pipe.config.packet)
+def bytes_cost(pipe: EdgePipeline, width: int, height: int, coarse: np.ndarray | None = None,
+               grid: tuple[int, int] | None = None) -> SizeFn:
+    return link_cost_fn(width, height, "bytes", pipe.config.tokenizer_id, pipe.config.packet, coarse, grid)
 
 
 @dataclass
@@ -115,30 +135,45 @@ class Sent:
 
 
 def send(grid: np.ndarray, kept: np.ndarray, width: int, height: int, mtu: int = 222,
-         tokenizer_id: int = 1) -> Sent:
-    """Sealed fragments of one frame, as the edge puts them on the air."""
+         tokenizer_id: int = 1, coarse: np.ndarray | None = None) -> Sent:
+    """Sealed fragments of one frame, as the edge puts them on the air (two-layer frames: with
+    their coarse layer, ``tokenizer_id`` 3)."""
+    if coarse is not None and tokenizer_id == 1:
+        tokenizer_id = 3
     frame = Frame.from_index_grid(grid, kept, device_id=DEVICE_ID, counter=1, capture_ms=0, width=width,
-                                  height=height, tokenizer_id=tokenizer_id)
+                                  height=height, tokenizer_id=tokenizer_id, coarse=coarse)
     # The shipped prior, as the edge packer uses: the budget was sized with it.
     return Sent(pack(frame, mtu=mtu, sealer=Sealer(KEY, DEVICE_ID), prior=default_prior(tokenizer_id)), frame)
 
 
-def receive(codec: TokenCodec, fragments: list[bytes], shape: tuple[int, int], width: int, height: int,
+def receive(codec: Codec, fragments: list[bytes], shape: tuple[int, int], width: int, height: int,
             seed: int = 0) -> tuple[np.ndarray, float]:
-    """Cloud side: arrived fragments -> restored image, and the share of positions lost.
+    """Cloud side: arrived fragments -> restored image (at the capture size), and the share of
+    fine positions lost, through the worker's own ``reconstruct_frames``.
 
     With every fragment lost there is nothing to reassemble: the restorer starts from an empty
     grid (it still produces a picture, a guess from nothing)."""
+    from cloud.restoring import reconstruct_frames
+
+    tid = codec.tokenizer_id
     if fragments:
         prior = default_prior(1)
         rf = unpack(fragments, Opener(KeyStore({DEVICE_ID: KEY})), priors={1: prior} if prior else None)
-        grid, known, lost = rf.index_grid(), rf.kept, float(rf.lost.mean())
-    else:
-        grid, known, lost = np.zeros(shape, np.int64), np.zeros(shape, bool), 1.0
-    return reconstruct(codec, grid, known, width, height, seed=seed), lost
+        return reconstruct_frames(codec, [rf], seed)[1][0], float(rf.lost.mean())
+    if get_tokenizer(tid).layered:
+        spec = get_tokenizer(tid)
+        coarse = np.zeros((len(spec.coarse_levels), *spec.coarse_grid(*shape)), np.int64)
+        img = codec.reconstruct([np.zeros(shape, np.int64)], [np.zeros(shape, bool)], [coarse],
+                                [np.zeros(coarse.shape[1:], bool)], [(height, width)], seed=seed)[1][0]
+        return img, 1.0
+    return reconstruct(codec, np.zeros(shape, np.int64), np.zeros(shape, bool), width, height, seed=seed), 1.0
 
 
-def reconstruct(codec: TokenCodec, grid: np.ndarray, kept: np.ndarray, width: int, height: int,
-                seed: int = 0) -> np.ndarray:
-    """Image from a token grid where only ``kept`` is known (no channel)."""
+def reconstruct(codec: Codec, grid: np.ndarray, kept: np.ndarray, width: int, height: int,
+                seed: int = 0, coarse: np.ndarray | None = None) -> np.ndarray:
+    """Image from a token grid where only ``kept`` is known (no channel); two-layer codecs also
+    take the (complete) coarse layer."""
+    if coarse is not None:
+        return codec.reconstruct([np.where(kept, grid, 0)], [kept], [coarse], [np.ones(coarse.shape[1:], bool)],
+                                 [(height, width)], seed=seed)[1][0]
     return codec.reconstruct([np.where(kept, grid, 0)], [kept], [(height, width)], seed=seed)[1][0]

@@ -93,6 +93,7 @@ class Selection:
     instances: list[Instance] = field(default_factory=list)
     coarse: np.ndarray | None = None  # two-layer tokenizers: coarse levels (C, hc, wc), always sent
     scale: int = 1  # the picture was coded at 1/scale size (budget below a full-size empty frame)
+    tokens: np.ndarray | None = None  # the whole fine grid as coded (kept or not), for references and studies
 
     @property
     def kept_fraction(self) -> float:
@@ -300,7 +301,7 @@ class EdgePipeline:
             kept=kept, indices=tokens[kept], grid_h=gh, grid_w=gw, width=width, height=height,
             tokenizer_id=cfg.tokenizer_id, timings=timings, size_bytes=size, cost=picked.cost, limit=limit,
             unit=unit, n_semantic=picked.n_semantic, stride=picked.stride, instances=instances or [],
-            coarse=coarse, scale=scale,
+            coarse=coarse, scale=scale, tokens=tokens,
         )  # fmt: skip
 
     def _cost(self, width: int, height: int, unit: str, coarse: np.ndarray | None, grid: tuple[int, int]) -> SizeFn:

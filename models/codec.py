@@ -116,7 +116,7 @@ class TokenCodec:
     def encode(self, images: list[np.ndarray]) -> list[np.ndarray]:
         out = []
         for im in images:
-            x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float().div(255)
+            x = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
             out.append(self.tokenizer.encode(x.to(self.device))[0].cpu().numpy().astype(np.int64))
         return out
 
