@@ -49,14 +49,20 @@ MAX_CRASHES_KEPT = 20
 
 
 # -- seeds ---------------------------------------------------------------------------------------------
-def _frame(seed: int, grid: tuple[int, int], keep: float, counter: int, device: int = 7):
+def _frame(seed: int, grid: tuple[int, int], keep: float, counter: int, device: int = 7, tokenizer_id: int = 1):
     from link.frame import Frame
+    from link.tokenizers import get_tokenizer
 
     rng = np.random.default_rng(seed)
     kept = rng.random(grid) < keep
+    spec = get_tokenizer(tokenizer_id)
+    coarse = None
+    if spec.layered:  # wire v2: a smooth-ish coarse layer, as the encoder makes
+        shape = (len(spec.coarse_levels), *spec.coarse_grid(*grid))
+        coarse = np.minimum(rng.integers(0, 3, size=shape), np.array(spec.coarse_levels).reshape(-1, 1, 1) - 1)
     return Frame.from_index_grid(rng.integers(0, 1024, size=grid), kept, device_id=device, counter=counter,
                                  capture_ms=1_700_000_000_000 + seed, width=grid[1] * 8, height=grid[0] * 8,
-                                 tokenizer_id=1)
+                                 tokenizer_id=tokenizer_id, coarse=coarse)
 
 
 KEY = bytes(range(16))
@@ -75,9 +81,10 @@ def packet_seeds() -> list[bytes]:
     seeds: list[bytes] = []
     for i, (grid, keep, mtu) in enumerate([((2, 4), 0.5, 200), ((8, 12), 0.3, 51), ((8, 8), 1.0, 60),
                                            ((8, 8), 0.0, 60), ((16, 16), 0.1, 115), ((3, 200), 0.9, 240)]):
-        f = _frame(i, grid, keep, counter=i + 1)
-        seeds += pack(f, mtu=mtu, sealer=None)
-        seeds += pack(f, mtu=mtu, sealer=Sealer(KEY, 7))
+        for tid in (1, 3):  # wire v1 and v2
+            f = _frame(i, grid, keep, counter=i + 1, tokenizer_id=tid)
+            seeds += pack(f, mtu=mtu, sealer=None)
+            seeds += pack(f, mtu=mtu, sealer=Sealer(KEY, 7))
     return seeds
 
 
@@ -147,6 +154,11 @@ def _packet_target() -> Callable[[bytes], None]:
             except LinkError:
                 continue
             h = frag.header
+            levels = getattr(frag, "levels", None)
+            if levels is not None:  # a v2 coarse fragment
+                if levels.shape != (4, h.slice_len) or levels.min() < 0 or levels.max() >= 7:
+                    raise Invariant(f"decoded coarse fragment inconsistent: {levels.shape}")
+                continue
             if frag.kept.shape != (h.slice_len,) or int(frag.kept.sum()) != len(frag.indices):
                 raise Invariant(f"decoded fragment inconsistent: slice {h.slice_len}, kept {frag.kept.shape}")
             if len(frag.indices) and (frag.indices.min() < 0 or frag.indices.max() >= 1024):

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in paths:
             im = load_rgb(p)
             for a in (im, im[:, ::-1]):
-                x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float().div(255)
+                x = torch.from_numpy(np.array(a, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
                 f, c = tok.encode(x)
                 fine.append(f[0].numpy())
                 coarse.append(c[0].numpy())
