@@ -17,6 +17,7 @@ from cloud.store.base import (
     FramePaths,
     FrameRecord,
     QuarantineRecord,
+    ReferenceRecord,
     SessionRecord,
     StagedFragment,
     Store,
@@ -40,6 +41,6 @@ def make_store(cfg: StoreConfig) -> Store:
     return store
 
 
-__all__ = ["BACKENDS", "Claim", "DeviceSummary", "FramePaths", "FrameRecord", "QuarantineRecord", "SessionRecord",
-           "StagedFragment",
+__all__ = ["BACKENDS", "Claim", "DeviceSummary", "FramePaths", "FrameRecord", "QuarantineRecord", "ReferenceRecord",
+           "SessionRecord", "StagedFragment",
            "Store", "StoreError", "StoreFull", "StoreUnavailable", "make_store"]

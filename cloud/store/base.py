@@ -24,6 +24,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from link.errors import LinkError
+from link.tokenizers import get_tokenizer
+
 if TYPE_CHECKING:
     from cloud.config import QuarantineConfig
 
@@ -99,6 +104,11 @@ class FrameRecord:
     restore_ms: float
     psnr: float | None = None  # only when the original is known (demo, benchmarks)
     worker: str = ""
+    frame_type: int = 0  # link.frame.FRAME_KEY (coded alone) or FRAME_DELTA (against ref_counter)
+    ref_counter: int | None = None
+    # A delta frame whose reference was missing or did not fit: restored without it (coarse layer
+    # unknown everywhere), so what it shows is the restorer's guess, not the camera's scene.
+    degraded: bool = False
 
     @property
     def key(self) -> tuple[int, int]:
@@ -207,6 +217,47 @@ class QuarantinePolicy:
 
 
 @dataclass(frozen=True)
+class ReferenceRecord:
+    """What a key frame leaves for the delta frames coded against it (see ``cloud.references``):
+    its restored fine token grid and the coarse levels that arrived."""
+
+    device_id: int
+    counter: int
+    tokenizer_id: int
+    grid_h: int
+    grid_w: int
+    width: int
+    height: int
+    tokens: np.ndarray  # (grid_h, grid_w) int64, every cell (sent or restored)
+    coarse: np.ndarray  # (C, hc, wc) int64 levels; 0 where not known
+    coarse_known: np.ndarray  # (hc, wc) bool
+    stored_at: float = 0.0
+
+    def blobs(self) -> tuple[bytes, bytes, bytes]:
+        """(tokens as u16 LE, coarse levels as u8, coarse-known map as u8): what a backend stores."""
+        return (np.asarray(self.tokens, "<u2").tobytes(), np.asarray(self.coarse, np.uint8).tobytes(),
+                np.asarray(self.coarse_known, np.uint8).tobytes())
+
+    @classmethod
+    def from_blobs(cls, device_id: int, counter: int, tokenizer_id: int, grid_h: int, grid_w: int, width: int,
+                   height: int, tokens: bytes, coarse: bytes, coarse_known: bytes,
+                   stored_at: float = 0.0) -> ReferenceRecord:
+        """The inverse of ``blobs``; StoreError when the bytes do not fit the shapes."""
+        try:
+            t = np.frombuffer(bytes(tokens), "<u2").astype(np.int64).reshape(grid_h, grid_w)
+            k = np.frombuffer(bytes(coarse_known), np.uint8).astype(bool)
+            hc, wc = get_tokenizer(tokenizer_id).coarse_grid(grid_h, grid_w)
+            c = np.frombuffer(bytes(coarse), np.uint8).astype(np.int64).reshape(-1, hc, wc)
+            k = k.reshape(hc, wc)
+        except (ValueError, LinkError) as exc:
+            raise StoreError(f"reference {device_id}/{counter}: stored arrays do not fit their grid ({exc})") from None
+        return cls(device_id, counter, tokenizer_id, grid_h, grid_w, width, height, t, c, k, stored_at)
+
+
+REFERENCES_KEPT = 8  # references kept per device (the newest); a delta naming an older one is degraded
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     """A worker's MQTT session as the workers see it in the shared store (see ``cloud.sessions``).
 
@@ -311,6 +362,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def pending_frames(self) -> int:
         """Frames staged but not yet stored (the worker's queue depth)."""
+
+    # -- references of delta frames (cloud.references) --------------------------------------------------
+    @abc.abstractmethod
+    def put_reference(self, ref: ReferenceRecord) -> bool:
+        """Keep a key frame's reference (a second put of the same key is a no-op -> False); only the
+        newest ``REFERENCES_KEPT`` of a device are kept."""
+
+    @abc.abstractmethod
+    def get_reference(self, device_id: int, counter: int) -> ReferenceRecord | None: ...
 
     # -- workers' MQTT sessions (cloud.sessions) ------------------------------------------------------
     @abc.abstractmethod

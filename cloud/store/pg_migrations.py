@@ -101,4 +101,23 @@ CREATE TABLE quarantine_tally (
 INSERT INTO quarantine_tally (id, entries, bytes)
     SELECT 1, count(*), coalesce(sum(length(payload)), 0) FROM quarantine;
 """),
+    (4, "delta frames: frame type, reference and degraded flag per frame; key frames' references", """
+ALTER TABLE frames ADD COLUMN frame_type smallint NOT NULL DEFAULT 0;
+ALTER TABLE frames ADD COLUMN ref_counter bigint;
+ALTER TABLE frames ADD COLUMN degraded boolean NOT NULL DEFAULT false;
+CREATE TABLE refs (
+    device_id bigint NOT NULL,
+    counter bigint NOT NULL,
+    tokenizer_id integer NOT NULL,
+    grid_h integer NOT NULL,
+    grid_w integer NOT NULL,
+    width integer NOT NULL,
+    height integer NOT NULL,
+    tokens bytea NOT NULL,
+    coarse bytea NOT NULL,
+    coarse_known bytea NOT NULL,
+    stored_at double precision NOT NULL,
+    PRIMARY KEY (device_id, counter)
+);
+"""),
 )

@@ -37,6 +37,7 @@ from typing import Any
 
 from cloud.config import StoreConfig
 from cloud.store.base import (
+    REFERENCES_KEPT,
     Claim,
     DeviceSummary,
     FramePaths,
@@ -44,6 +45,7 @@ from cloud.store.base import (
     QuarantinePolicy,
     QuarantineRecord,
     QuarantineUsage,
+    ReferenceRecord,
     SessionRecord,
     StagedFragment,
     Store,
@@ -69,7 +71,7 @@ else:
 
 _FRAME_COLS = ("device_id, counter, capture_ms, received_at, stored_at, tokenizer_id, width, height, grid_h, "
                "grid_w, wire_bytes, bpp, kept_ratio, lost_ratio, fragments_received, fragments_total, complete, "
-               "restore_ms, psnr, worker")
+               "restore_ms, psnr, worker, frame_type, ref_counter, degraded")
 _READY = "(covered >= n_positions OR first_seen <= %(now)s - %(timeout)s)"
 _FREE = "(owner IS NULL OR lease_until < %(now)s)"
 RETRIES = 5  # deadlock / serialisation failure: the transaction is replayed this many times
@@ -275,11 +277,11 @@ class PostgresStore(Store):
             def run(conn: psycopg.Connection) -> bool:
                 new = conn.execute(
                     f"INSERT INTO frames ({_FRAME_COLS}, image_path, mask_path) VALUES "
-                    f"({', '.join(['%s'] * 22)}) ON CONFLICT (device_id, counter) DO NOTHING RETURNING 1",
+                    f"({', '.join(['%s'] * 25)}) ON CONFLICT (device_id, counter) DO NOTHING RETURNING 1",
                     (r.device_id, r.counter, r.capture_ms, r.received_at, r.stored_at, r.tokenizer_id, r.width,
                      r.height, r.grid_h, r.grid_w, r.wire_bytes, r.bpp, r.kept_ratio, r.lost_ratio,
                      r.fragments_received, r.fragments_total, r.complete, r.restore_ms, r.psnr, r.worker,
-                     *rels)).fetchone()
+                     r.frame_type, r.ref_counter, r.degraded, *rels)).fetchone()
                 if new:
                     conn.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES (%s, %s, %s) "
                                  "ON CONFLICT (device_id) DO NOTHING", (r.device_id, r.received_at, r.received_at))
@@ -486,6 +488,35 @@ class PostgresStore(Store):
     def forget_session(self, client_id: str, owner: str) -> None:
         self._write(lambda conn: conn.execute("DELETE FROM sessions WHERE client_id = %s AND owner = %s",
                                               (client_id, owner)))
+
+    # -- references -----------------------------------------------------------------------------------
+    def put_reference(self, ref: ReferenceRecord) -> bool:
+        tokens, coarse, known = ref.blobs()
+
+        def run(conn: psycopg.Connection) -> bool:
+            new = conn.execute(
+                "INSERT INTO refs (device_id, counter, tokenizer_id, grid_h, grid_w, width, height, tokens, coarse, "
+                "coarse_known, stored_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (device_id, counter) DO NOTHING RETURNING 1",
+                (ref.device_id, ref.counter, ref.tokenizer_id, ref.grid_h, ref.grid_w, ref.width, ref.height,
+                 tokens, coarse, known, ref.stored_at or time.time())).fetchone()
+            conn.execute("DELETE FROM refs WHERE device_id = %s AND counter NOT IN (SELECT counter FROM refs "
+                         "WHERE device_id = %s ORDER BY counter DESC LIMIT %s)",
+                         (ref.device_id, ref.device_id, REFERENCES_KEPT))
+            return bool(new)
+
+        stored: bool = self._write(run)
+        return stored
+
+    def get_reference(self, device_id: int, counter: int) -> ReferenceRecord | None:
+        rows = self._read("SELECT tokenizer_id, grid_h, grid_w, width, height, tokens, coarse, coarse_known, "
+                          "stored_at FROM refs WHERE device_id = %s AND counter = %s", (device_id, counter))
+        if not rows:
+            return None
+        r = rows[0]
+        return ReferenceRecord.from_blobs(device_id, counter, r["tokenizer_id"], r["grid_h"], r["grid_w"],
+                                          r["width"], r["height"], r["tokens"], r["coarse"], r["coarse_known"],
+                                          r["stored_at"])
 
     def close(self) -> None:
         self._pool.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cloud.config import StoreConfig
 from cloud.store.base import (
+    REFERENCES_KEPT,
     Claim,
     DeviceSummary,
     FramePaths,
@@ -31,6 +32,7 @@ from cloud.store.base import (
     QuarantinePolicy,
     QuarantineRecord,
     QuarantineUsage,
+    ReferenceRecord,
     SessionRecord,
     StagedFragment,
     Store,
@@ -72,6 +74,9 @@ CREATE TABLE IF NOT EXISTS frames (
     worker TEXT NOT NULL DEFAULT '',
     image_path TEXT NOT NULL,
     mask_path TEXT NOT NULL,
+    frame_type INTEGER NOT NULL DEFAULT 0,
+    ref_counter INTEGER,
+    degraded INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device_id, counter)
 );
 CREATE INDEX IF NOT EXISTS frames_by_received ON frames (received_at);
@@ -101,6 +106,20 @@ CREATE TABLE IF NOT EXISTS sessions (
     heartbeat REAL NOT NULL,
     adopted INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS refs (
+    device_id INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    tokenizer_id INTEGER NOT NULL,
+    grid_h INTEGER NOT NULL,
+    grid_w INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    tokens BLOB NOT NULL,
+    coarse BLOB NOT NULL,
+    coarse_known BLOB NOT NULL,
+    stored_at REAL NOT NULL,
+    PRIMARY KEY (device_id, counter)
+);
 CREATE TABLE IF NOT EXISTS pending (
     device_id INTEGER NOT NULL,
     counter INTEGER NOT NULL,
@@ -127,7 +146,9 @@ CREATE TABLE IF NOT EXISTS quarantine_tally (
 
 _FRAME_COLS = ("device_id, counter, capture_ms, received_at, stored_at, tokenizer_id, width, height, grid_h, "
                "grid_w, wire_bytes, bpp, kept_ratio, lost_ratio, fragments_received, fragments_total, complete, "
-               "restore_ms, psnr, worker")
+               "restore_ms, psnr, worker, frame_type, ref_counter, degraded")
+_TEMPORAL_COLS = (("frame_type", "INTEGER NOT NULL DEFAULT 0"), ("ref_counter", "INTEGER"),
+                  ("degraded", "INTEGER NOT NULL DEFAULT 0"))  # added to frames of older databases
 # a frame is ready when complete, or its first fragment is older than the timeout; claimable
 # when nobody holds a live lease on it
 _READY = "(covered >= n_positions OR first_seen <= :now - :timeout)"
@@ -157,6 +178,7 @@ class SqliteStore(Store):
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._prepare(busy_timeout_s)
         self._prepare_quarantine()
+        self._prepare_temporal()
         if max_page_count:
             self.set_max_page_count(max_page_count)
 
@@ -168,6 +190,14 @@ class SqliteStore(Store):
                 db.execute("ALTER TABLE quarantine ADD COLUMN original_size INTEGER")
             db.execute("INSERT OR IGNORE INTO quarantine_tally (id, entries, bytes) SELECT 1, count(*), "
                        "coalesce(sum(length(payload)), 0) FROM quarantine")
+
+    def _prepare_temporal(self) -> None:
+        """The frame-type columns (delta frames, issue 15) on frames tables of older databases."""
+        with self._write() as db:
+            have = {r[1] for r in db.execute("PRAGMA table_info(frames)")}
+            for name, decl in _TEMPORAL_COLS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE frames ADD COLUMN {name} {decl}")
 
     def _prepare(self, busy_timeout_s: float) -> None:
         """Switch to WAL and create the schema, retrying while other openers hold the file.
@@ -339,11 +369,11 @@ class SqliteStore(Store):
                 r = record
                 db.execute(
                     f"INSERT INTO frames ({_FRAME_COLS}, image_path, mask_path) VALUES "
-                    f"({', '.join('?' * 22)})",
+                    f"({', '.join('?' * 25)})",
                     (r.device_id, r.counter, r.capture_ms, r.received_at, r.stored_at, r.tokenizer_id, r.width,
                      r.height, r.grid_h, r.grid_w, r.wire_bytes, r.bpp, r.kept_ratio, r.lost_ratio,
                      r.fragments_received, r.fragments_total, int(r.complete), r.restore_ms, r.psnr, r.worker,
-                     image_rel, mask_rel))
+                     r.frame_type, r.ref_counter, int(r.degraded), image_rel, mask_rel))
                 db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES (?, ?, ?) "
                            "ON CONFLICT (device_id) DO NOTHING", (r.device_id, r.received_at, r.received_at))
                 self._drop_staged(db, key)
@@ -409,6 +439,7 @@ class SqliteStore(Store):
     def _frame(row: sqlite3.Row) -> FrameRecord:
         d = {k: row[k] for k in row.keys() if k not in ("image_path", "mask_path")}
         d["complete"] = bool(d["complete"])
+        d["degraded"] = bool(d["degraded"])
         return FrameRecord(**d)
 
     def get_frame(self, device_id: int, counter: int) -> FrameRecord | None:
@@ -517,6 +548,27 @@ class SqliteStore(Store):
     def forget_session(self, client_id: str, owner: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM sessions WHERE client_id = ? AND owner = ?", (client_id, owner))
+
+    # -- references -----------------------------------------------------------------------------------
+    def put_reference(self, ref: ReferenceRecord) -> bool:
+        tokens, coarse, known = ref.blobs()
+        with self._write() as db:
+            cur = db.execute("INSERT INTO refs (device_id, counter, tokenizer_id, grid_h, grid_w, width, height, "
+                             "tokens, coarse, coarse_known, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                             "ON CONFLICT (device_id, counter) DO NOTHING",
+                             (ref.device_id, ref.counter, ref.tokenizer_id, ref.grid_h, ref.grid_w, ref.width,
+                              ref.height, tokens, coarse, known, ref.stored_at or time.time()))
+            db.execute("DELETE FROM refs WHERE device_id = ? AND counter NOT IN (SELECT counter FROM refs "
+                       "WHERE device_id = ? ORDER BY counter DESC LIMIT ?)",
+                       (ref.device_id, ref.device_id, REFERENCES_KEPT))
+            return cur.rowcount == 1
+
+    def get_reference(self, device_id: int, counter: int) -> ReferenceRecord | None:
+        rows = self._read("SELECT tokenizer_id, grid_h, grid_w, width, height, tokens, coarse, coarse_known, "
+                          "stored_at FROM refs WHERE device_id = ? AND counter = ?", (device_id, counter))
+        if not rows:
+            return None
+        return ReferenceRecord.from_blobs(device_id, counter, *tuple(rows[0]))
 
     def integrity_ok(self) -> bool:
         return self._read("PRAGMA integrity_check")[0][0] == "ok"
