@@ -118,7 +118,7 @@ def test_rejects_are_counted_logged_and_quarantined_by_reason_while_a_stream_flo
     hostile.append(("auth", pack(make_frame(1, 900, 1), mtu=51, sealer=impostor)[0]))
     # a truncated fragment, a wrong version byte, garbage
     _, frags = fleet.frame(3)
-    hostile += [("malformed", frags[0][:12]), ("version", b"\x02" + frags[0][1:]), ("malformed", b"\x00" * 3)]
+    hostile += [("malformed", frags[0][:12]), ("version", b"\x09" + frags[0][1:]), ("malformed", b"\x00" * 3)]  # 2 is wire v2
     # an image claimed far larger than its grid decodes to: 65535 x 65535 on an 8x8 grid
     big = Frame.from_index_grid(np.zeros((8, 8), int), np.ones((8, 8), bool), device_id=3, counter=500, capture_ms=1,
                                 width=65535, height=65535, tokenizer_id=1)
