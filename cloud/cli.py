@@ -97,7 +97,7 @@ def serve(cfg: cloud_config.CloudConfig) -> int:
             mqtt = cfg.broker.to_mqtt()
             keeper = SessionKeeper(store, mqtt.client_id, worker.owner, heartbeat_s=cfg.broker.heartbeat_s,
                                    adopt_after_s=cfg.broker.adopt_after_s,
-                                   adopt=mqtt_adopter(worker, mqtt, max_s=cfg.broker.leave_timeout_s))
+                                   adopt=mqtt_adopter(worker, mqtt, max_s=cfg.broker.leave_timeout_s or 30.0))
             b = cfg.broker
             if b.adopt_after_s and b.adopt_after_s + 2 * b.heartbeat_s >= cfg.reassembly.timeout_s:
                 log.warning("broker.adopt_after_s %.0f s is not well below reassembly.timeout_s %.0f s: frames with "

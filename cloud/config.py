@@ -36,7 +36,9 @@ class BrokerConfig:
     max_inflight: int = 100
     heartbeat_s: float = 2.0  # session registry heartbeat in the store (cloud.sessions)
     adopt_after_s: float = 20.0  # a session silent this long is a dead worker's: adopt, drain, end it (0: never)
-    leave_timeout_s: float = 30.0  # on SIGTERM: at most this long staging what the broker still sends
+    # on SIGTERM (and when adopting): at most this long staging what the broker still sends; the
+    # session is ended only if it went quiet. 0: SIGTERM just disconnects and keeps the session
+    leave_timeout_s: float = 30.0
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None

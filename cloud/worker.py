@@ -411,27 +411,27 @@ class Worker:
             self.ingest([Delivery(m.payload, m.ack, 0.0, getattr(m, "device_id", None))  # type: ignore[attr-defined]
                          for m in msgs])
 
-    def drain_source(self, source: MessageSource, *, idle_s: float = 1.0, max_s: float = 30.0) -> int:
+    def drain_source(self, source: MessageSource, *, idle_s: float = 1.0, max_s: float = 30.0) -> tuple[int, bool]:
         """Stage and acknowledge whatever ``source`` still delivers until it is quiet for ``idle_s``.
 
         Used after ``unsubscribe``: the broker stops adding to this session but still sends what
-        it had queued for it. Returns the deliveries taken; stops early while the store fails
-        (those stay unacknowledged with the broker).
+        it had queued for it. Returns (deliveries taken, whether it went quiet); it stops early,
+        not quiet, at ``max_s`` or while the store fails (the rest stays with the broker).
         """
         taken, deadline = 0, time.monotonic() + max_s
         while time.monotonic() < deadline:
             if self._held and not self.retry_held(force=True):
-                break
+                return taken, False
             msg = source.recv_message(timeout=idle_s)
             if msg is None:
-                break
+                return taken, True
             msgs = [msg]
             while len(msgs) < INGEST_CHUNK and (more := source.recv_message(timeout=0)) is not None:
                 msgs.append(more)
             self.ingest([Delivery(m.payload, m.ack, 0.0, getattr(m, "device_id", None))  # type: ignore[attr-defined]
                          for m in msgs])
             taken += len(msgs)
-        return taken
+        return taken, False
 
     def leave(self, source: object, *, max_s: float = 30.0) -> bool:
         """Leave the shared group for good without stranding anything (scale-down, adoption).
@@ -442,12 +442,13 @@ class Worker:
         for whoever resumes or adopts it. True when the session was ended.
         """
         unsubscribed = source.unsubscribe()  # type: ignore[attr-defined]
-        taken = self.drain_source(source, max_s=max_s)  # type: ignore[arg-type]
-        end = unsubscribed and not self._held
+        taken, quiet = self.drain_source(source, max_s=max_s)  # type: ignore[arg-type]
+        # end the session only when nothing can be left in it: ending it drops what it still holds
+        end = unsubscribed and quiet and not self._held
         source.close(end_session=end)  # type: ignore[attr-defined]
         log.info("left the shared group as %s: %d late deliveries staged, session %s",
                  getattr(getattr(source, "cfg", None), "client_id", "?"), taken,
-                 "ended" if end else "kept (store failing or unsubscribe unconfirmed)")
+                 "ended" if end else "kept (store failing, still delivering, or unsubscribe unconfirmed)")
         return end
 
     def batch_loop(self, stop: threading.Event) -> None:
