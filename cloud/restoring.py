@@ -79,13 +79,20 @@ def to_record(rf: ReceivedFrame, *, restore_ms: float, worker: str, now: float) 
         grid_w=rf.grid_w, wire_bytes=rf.wire_bytes, bpp=rf.wire_bytes * 8 / (rf.width * rf.height),
         kept_ratio=float(rf.kept.sum()) / n, lost_ratio=float(rf.lost.sum()) / n,
         fragments_received=rf.fragments_received, fragments_total=rf.fragments_total, complete=rf.complete,
-        restore_ms=restore_ms, worker=worker,
+        restore_ms=restore_ms, worker=worker, frame_type=rf.frame_type, ref_counter=rf.ref_counter,
     )
 
 
 def restore_batch(frames: list[ReceivedFrame], codecs: Mapping[int, Codec], *, seed: int, worker: str,
-                  clock=time.time) -> list[Restored]:
-    """Restore and decode ``frames`` (tokenizer ids must be in ``codecs``); same order out."""
+                  clock=time.time, inputs: list[ReceivedFrame] | None = None) -> list[Restored]:
+    """Restore and decode ``frames`` (tokenizer ids must be in ``codecs``); same order out.
+
+    ``inputs``, when given, are what the codec restores in their place (delta frames resolved
+    against their reference, ``cloud.references``); records and masks still describe ``frames``,
+    what came over the link."""
+    inputs = frames if inputs is None else inputs
+    if len(inputs) != len(frames):
+        raise ValueError(f"{len(inputs)} inputs for {len(frames)} frames")
     out: list[Restored | None] = [None] * len(frames)
     groups: dict[int, list[int]] = {}
     for i, rf in enumerate(frames):
@@ -93,7 +100,7 @@ def restore_batch(frames: list[ReceivedFrame], codecs: Mapping[int, Codec], *, s
     for tid, idx in groups.items():
         codec = codecs[tid]
         t0 = time.perf_counter()
-        tokens, images = reconstruct_frames(codec, [frames[i] for i in idx], seed)
+        tokens, images = reconstruct_frames(codec, [inputs[i] for i in idx], seed)
         per_frame_ms = (time.perf_counter() - t0) * 1000 / len(idx)  # the batch's cost, shared
         now = clock()
         for i, tok, img in zip(idx, tokens, images, strict=True):

@@ -36,11 +36,12 @@ from typing import Protocol
 
 from cloud.config import CloudConfig
 from cloud.metrics import Metrics
+from cloud.references import can_be_reference, is_delta, reference_of, resolve
 from cloud.restoring import Codec, restore_batch
 from cloud.store import FrameRecord, StagedFragment, Store, StoreError, make_store
 from link.entropy import PriorCode
 from link.errors import LimitExceeded, LinkError, MalformedPacket, ReplayRejected, UnknownTokenizer
-from link.frame import SCALES
+from link.frame import SCALES, ReceivedFrame
 from link.framing import join_frames
 from link.header import parse_header
 from link.header2 import parse_header2
@@ -100,6 +101,7 @@ class WorkerStats:
     stored_partial: int = 0
     batches: int = 0
     busy_s: float = 0.0  # restore + decode + store time
+    degraded: int = 0  # delta frames restored without their reference (cloud.references)
 
 
 def load_priors(tokenizer_ids: list[int], directory: object) -> dict[int, PriorCode]:
@@ -303,8 +305,7 @@ class Worker:
                                   limit=self.cfg.batch.max_batch)
         if not claims:
             return 0, []
-        t0 = time.perf_counter()
-        frames = []
+        frames: list[ReceivedFrame] = []
         for c in claims:
             try:
                 rf = unpack(c.fragments, self.opener, priors=self.priors)
@@ -315,33 +316,63 @@ class Worker:
                                       counter=c.counter, drop_staged=c.key)
                 self._count_reject(exc.reason)
                 log.warning("rejected frame %s (%s): %s", c.key, exc.reason, exc)
-        try:
-            restored = restore_batch(frames, self.codecs, seed=self.cfg.restore.seed, worker=self.owner,
-                                     clock=self.clock)
-        except Exception:
-            self.store.release([(f.device_id, f.counter) for f in frames], self.owner)
-            raise
-        t1 = time.perf_counter()
+        # Key frames first: a delta frame in the same batch as its reference then finds it stored.
+        keys = [f for f in frames if not is_delta(f)]
+        deltas = [f for f in frames if is_delta(f)]
         stored: list[FrameRecord] = []
-        for j, r in enumerate(restored):
+        restore_s = store_s = 0.0
+        for i, group in enumerate((keys, deltas)):
+            if not group:
+                continue
+            later = [(f.device_id, f.counter) for g in (keys, deltas)[i:] for f in g]
             try:
-                new = self.store.put_frame(r.record, r.image_png, r.mask_png)
-            except StoreError as exc:
-                self.metrics.store_errors.labels(reason=exc.reason).inc()
-                try:
-                    self.store.release([x.record.key for x in restored[j:]], self.owner)
-                except StoreError:
-                    pass  # their leases run out instead
+                inputs, why = self._resolve(group)
+                t0 = time.perf_counter()
+                restored = restore_batch(group, self.codecs, seed=self.cfg.restore.seed, worker=self.owner,
+                                         clock=self.clock, inputs=inputs)
+            except Exception:
+                self.store.release(later, self.owner)
                 raise
-            if new:
-                stored.append(r.record)
-                self._accepted(r.record)
-            else:
-                self.stats.duplicates += 1
-                self.metrics.duplicates.inc()
-        t2 = time.perf_counter()
-        self._log_batch(stored, len(claims), t1 - t0, t2 - t1)
+            t1 = time.perf_counter()
+            for j, (r, rf, reason) in enumerate(zip(restored, group, why, strict=True)):
+                r.record.degraded = reason is not None
+                try:
+                    new = self.store.put_frame(r.record, r.image_png, r.mask_png)
+                    if new and can_be_reference(rf):
+                        self.store.put_reference(reference_of(rf, r.tokens, r.record.stored_at))
+                except StoreError as exc:
+                    self.metrics.store_errors.labels(reason=exc.reason).inc()
+                    try:
+                        self.store.release([x.record.key for x in restored[j:]] + later[len(group):], self.owner)
+                    except StoreError:
+                        pass  # their leases run out instead
+                    raise
+                if new:
+                    stored.append(r.record)
+                    self._accepted(r.record)
+                else:
+                    self.stats.duplicates += 1
+                    self.metrics.duplicates.inc()
+            restore_s += t1 - t0
+            store_s += time.perf_counter() - t1
+        self._log_batch(stored, len(claims), restore_s, store_s)
         return len(claims), stored
+
+    def _resolve(self, frames: list[ReceivedFrame]) -> tuple[list[ReceivedFrame], list[str | None]]:
+        """Delta frames resolved against their stored references (``cloud.references``); key
+        frames as they are. The second list says why a frame is degraded (None: it is not)."""
+        inputs: list[ReceivedFrame] = []
+        why: list[str | None] = []
+        for rf in frames:
+            ref = None
+            if is_delta(rf) and rf.ref_counter is not None:
+                ref = self.store.get_reference(rf.device_id, rf.ref_counter)
+            f, reason = resolve(rf, ref)
+            inputs.append(f)
+            why.append(reason)
+            if reason is not None:
+                self.stats.degraded += 1
+        return inputs, why
 
     def _accepted(self, rec: FrameRecord) -> None:
         try:

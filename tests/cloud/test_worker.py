@@ -160,7 +160,7 @@ def fill_to_the_brim(store) -> None:
     inserts = {
         "staged": "INSERT INTO staged VALUES (0, ?, 0, 0, randomblob(?))",
         "frames": "INSERT INTO frames VALUES (0, ?, 0, 0, 0, 1, 8, 8, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, NULL, '', "
-                  "randomblob(?), '')",
+                  "randomblob(?), '', 0, NULL, 0)",
     }
     i = 0
     for sql in inserts.values():

@@ -1,0 +1,75 @@
+"""Delta frames meet their reference: the key frame's restored tokens and coarse layer.
+
+A delta frame (wire v2) carries fine tokens only where the camera saw the picture change; for
+every other cell, and for the whole coarse layer, it names a reference: an earlier key frame of
+the same device. After a key frame is stored the worker keeps its restored token grid and the
+coarse levels that arrived (``reference_of`` -> ``Store.put_reference``, in the store so a
+restarted or another worker finds it). ``resolve`` builds the frame the codec restores:
+
+* reference found and of the same tokenizer and grid: the delta's tokens where it sent them,
+  the reference's everywhere else (all known, so the restorer has nothing to invent and a still
+  background is the key frame's, not a new guess each frame); the reference's coarse layer;
+* reference missing (never arrived, pruned, or the counter names a delta frame) or of another
+  grid: never a wrong or nearby one; the delta is restored alone, its coarse layer unknown
+  everywhere, and the frame is marked degraded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from cloud.store.base import ReferenceRecord
+from link.frame import FRAME_DELTA, ReceivedFrame
+from link.tokenizers import get_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def is_delta(rf: ReceivedFrame) -> bool:
+    return rf.frame_type == FRAME_DELTA
+
+
+def can_be_reference(rf: ReceivedFrame) -> bool:
+    """Key frames of two-layer tokenizers: what delta frames may point at."""
+    return not is_delta(rf) and get_tokenizer(rf.tokenizer_id).layered and rf.coarse is not None
+
+
+def reference_of(rf: ReceivedFrame, tokens: np.ndarray, stored_at: float) -> ReferenceRecord:
+    """The reference a stored key frame leaves: its restored grid and its coarse levels."""
+    if rf.coarse is None:
+        raise ValueError(f"frame {rf.device_id}/{rf.counter} has no coarse layer to be a reference")
+    known = np.ones(rf.coarse.shape[1:], bool) if rf.coarse_lost is None else ~rf.coarse_lost
+    return ReferenceRecord(rf.device_id, rf.counter, rf.tokenizer_id, rf.grid_h, rf.grid_w, rf.width, rf.height,
+                           np.asarray(tokens, np.int64), np.where(known[None], rf.coarse, 0), known, stored_at)
+
+
+def mismatch(rf: ReceivedFrame, ref: ReferenceRecord | None) -> str | None:
+    """Why ``ref`` cannot serve delta frame ``rf``, or None when it can."""
+    if ref is None:
+        return f"reference {rf.ref_counter} not in the store"
+    if ref.tokenizer_id != rf.tokenizer_id or (ref.grid_h, ref.grid_w) != (rf.grid_h, rf.grid_w):
+        return (f"reference {ref.counter} is tokenizer {ref.tokenizer_id} grid {ref.grid_h}x{ref.grid_w}, the delta "
+                f"tokenizer {rf.tokenizer_id} grid {rf.grid_h}x{rf.grid_w}")
+    return None
+
+
+def resolve(rf: ReceivedFrame, ref: ReferenceRecord | None) -> tuple[ReceivedFrame, str | None]:
+    """(the frame to restore, why it is degraded or None). Key frames pass through unchanged."""
+    if not is_delta(rf):
+        return rf, None
+    why = mismatch(rf, ref)
+    if why is not None or ref is None:
+        log.warning("device %d frame %d: %s; restored without it (degraded)", rf.device_id, rf.counter, why)
+        return dataclasses.replace(rf, coarse=None, coarse_lost=None), why
+    grid = ref.tokens.copy()
+    grid[rf.kept] = rf.indices
+    every = np.ones_like(rf.kept)
+    lost_info = rf.capture_ms is None  # the fragment naming the image size was lost: the reference knows it
+    return dataclasses.replace(
+        rf, kept=every, indices=grid.ravel(), lost=~every,
+        width=ref.width if lost_info else rf.width, height=ref.height if lost_info else rf.height,
+        coarse=ref.coarse.copy(), coarse_lost=~ref.coarse_known,
+    ), None
