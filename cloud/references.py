@@ -6,9 +6,10 @@ the same device. After a key frame is stored the worker keeps its restored token
 coarse levels that arrived (``reference_of`` -> ``Store.put_reference``, in the store so a
 restarted or another worker finds it). ``resolve`` builds the frame the codec restores:
 
-* reference found and of the same tokenizer and grid: the delta's tokens where it sent them,
-  the reference's everywhere else (all known, so the restorer has nothing to invent and a still
-  background is the key frame's, not a new guess each frame); the reference's coarse layer;
+* reference found and of the same tokenizer and grid: the delta's tokens where it sent them, the
+  key frame's where the key frame sent them, and the reference's coarse layer; the restorer fills
+  the remaining cells as it did for the key frame (only tokens that came over the link are
+  trusted: a restored guess is not promoted to a known token);
 * reference missing (never arrived, pruned, or the counter names a delta frame) or of another
   grid: never a wrong or nearby one; the delta is restored alone, its coarse layer unknown
   everywhere, and the frame is marked degraded.
@@ -43,7 +44,8 @@ def reference_of(rf: ReceivedFrame, tokens: np.ndarray, stored_at: float) -> Ref
         raise ValueError(f"frame {rf.device_id}/{rf.counter} has no coarse layer to be a reference")
     known = np.ones(rf.coarse.shape[1:], bool) if rf.coarse_lost is None else ~rf.coarse_lost
     return ReferenceRecord(rf.device_id, rf.counter, rf.tokenizer_id, rf.grid_h, rf.grid_w, rf.width, rf.height,
-                           np.asarray(tokens, np.int64), np.where(known[None], rf.coarse, 0), known, stored_at)
+                           np.asarray(tokens, np.int64), np.where(known[None], rf.coarse, 0), known, stored_at,
+                           sent=np.array(rf.kept, bool))
 
 
 def mismatch(rf: ReceivedFrame, ref: ReferenceRecord | None) -> str | None:
@@ -66,10 +68,13 @@ def resolve(rf: ReceivedFrame, ref: ReferenceRecord | None) -> tuple[ReceivedFra
         return dataclasses.replace(rf, coarse=None, coarse_lost=None), why
     grid = ref.tokens.copy()
     grid[rf.kept] = rf.indices
-    every = np.ones_like(rf.kept)
+    # Known: what came over the link, in the key frame or in this delta; the restorer fills the
+    # rest again, under the key frame's coarse layer. (A reference without its sent map, from
+    # before it was kept, lends every cell.)
+    known = np.ones_like(rf.kept) if ref.sent is None else (ref.sent | rf.kept)
     lost_info = rf.capture_ms is None  # the fragment naming the image size was lost: the reference knows it
     return dataclasses.replace(
-        rf, kept=every, indices=grid.ravel(), lost=~every,
+        rf, kept=known, indices=grid[known], lost=np.zeros_like(known),
         width=ref.width if lost_info else rf.width, height=ref.height if lost_info else rf.height,
         coarse=ref.coarse.copy(), coarse_lost=~ref.coarse_known,
     ), None

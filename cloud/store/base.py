@@ -232,16 +232,21 @@ class ReferenceRecord:
     coarse: np.ndarray  # (C, hc, wc) int64 levels; 0 where not known
     coarse_known: np.ndarray  # (hc, wc) bool
     stored_at: float = 0.0
+    # (grid_h, grid_w) bool: cells whose token came over the link (the rest were restored);
+    # None for a reference stored before this map existed
+    sent: np.ndarray | None = None
 
-    def blobs(self) -> tuple[bytes, bytes, bytes]:
-        """(tokens as u16 LE, coarse levels as u8, coarse-known map as u8): what a backend stores."""
+    def blobs(self) -> tuple[bytes, bytes, bytes, bytes | None]:
+        """(tokens as u16 LE, coarse levels as u8, coarse-known map as u8, sent map as u8 or None):
+        what a backend stores."""
         return (np.asarray(self.tokens, "<u2").tobytes(), np.asarray(self.coarse, np.uint8).tobytes(),
-                np.asarray(self.coarse_known, np.uint8).tobytes())
+                np.asarray(self.coarse_known, np.uint8).tobytes(),
+                None if self.sent is None else np.asarray(self.sent, np.uint8).tobytes())
 
     @classmethod
     def from_blobs(cls, device_id: int, counter: int, tokenizer_id: int, grid_h: int, grid_w: int, width: int,
                    height: int, tokens: bytes, coarse: bytes, coarse_known: bytes,
-                   stored_at: float = 0.0) -> ReferenceRecord:
+                   stored_at: float = 0.0, sent: bytes | None = None) -> ReferenceRecord:
         """The inverse of ``blobs``; StoreError when the bytes do not fit the shapes."""
         try:
             t = np.frombuffer(bytes(tokens), "<u2").astype(np.int64).reshape(grid_h, grid_w)
@@ -249,9 +254,10 @@ class ReferenceRecord:
             hc, wc = get_tokenizer(tokenizer_id).coarse_grid(grid_h, grid_w)
             c = np.frombuffer(bytes(coarse), np.uint8).astype(np.int64).reshape(-1, hc, wc)
             k = k.reshape(hc, wc)
+            m = None if sent is None else np.frombuffer(bytes(sent), np.uint8).astype(bool).reshape(grid_h, grid_w)
         except (ValueError, LinkError) as exc:
             raise StoreError(f"reference {device_id}/{counter}: stored arrays do not fit their grid ({exc})") from None
-        return cls(device_id, counter, tokenizer_id, grid_h, grid_w, width, height, t, c, k, stored_at)
+        return cls(device_id, counter, tokenizer_id, grid_h, grid_w, width, height, t, c, k, stored_at, m)
 
 
 REFERENCES_KEPT = 8  # references kept per device (the newest); a delta naming an older one is degraded

@@ -120,4 +120,7 @@ CREATE TABLE refs (
     PRIMARY KEY (device_id, counter)
 );
 """),
+    (5, "references remember which cells of the key frame came over the link (the rest were restored)", """
+ALTER TABLE refs ADD COLUMN sent bytea;
+"""),
 )

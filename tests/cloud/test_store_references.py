@@ -27,7 +27,8 @@ def reference(device: int, counter: int, seed: int = 0) -> ReferenceRecord:
     rng = np.random.default_rng(seed)
     coarse = np.stack([rng.integers(0, lv, (3, 4)) for lv in (7, 5, 5, 5)])
     known = rng.random((3, 4)) > 0.3
-    return ReferenceRecord(device, counter, 3, 5, 8, 60, 40, rng.integers(0, 1024, (5, 8)), coarse, known)
+    return ReferenceRecord(device, counter, 3, 5, 8, 60, 40, rng.integers(0, 1024, (5, 8)), coarse, known,
+                           sent=rng.random((5, 8)) > 0.5)
 
 
 def record(device: int, counter: int, **kw) -> FrameRecord:
@@ -53,6 +54,15 @@ def test_reference_round_trips_is_idempotent_and_survives_reopening(store_cfg):
     assert got is not None and (got.grid_h, got.grid_w, got.width, got.height, got.tokenizer_id) == (5, 8, 60, 40, 3)
     assert np.array_equal(got.tokens, ref.tokens) and np.array_equal(got.coarse, ref.coarse)
     assert np.array_equal(got.coarse_known, ref.coarse_known) and got.coarse_known.dtype == bool
+    assert np.array_equal(got.sent, ref.sent) and got.sent.dtype == bool
+
+
+def test_a_reference_without_its_sent_map_still_round_trips(store_cfg):
+    ref = reference(4, 10)
+    ref = ReferenceRecord(**{**vars(ref), "sent": None})
+    with make_store(store_cfg) as s:
+        s.put_reference(ref)
+        assert s.get_reference(4, 10).sent is None
 
 
 def test_only_the_newest_references_of_a_device_are_kept(store_cfg):

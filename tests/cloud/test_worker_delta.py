@@ -1,5 +1,5 @@
-"""Delta frames in the worker: resolved against the stored reference (also after a restart and
-within one batch), degraded and never resolved against a wrong reference when it is missing,
+"""Delta frames in the worker: resolved against the stored reference (the key frame's sent tokens,
+the delta's over them, the key frame's coarse layer; also after a restart and within one batch), degraded and never resolved against a wrong reference when it is missing,
 and a replayed old key frame never replaces a reference."""
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ def test_delta_takes_its_references_tokens_and_coarse_layer(setup):
     key = key_frame(1)
     send(worker, key)
     worker.drain()
-    ref_tokens = np.where(key.kept, key.index_grid(), 7)  # what the (recording) codec restored
     send(worker, delta_frame(2, 1, corner()))
     (rec,) = worker.drain()
     call = codec.calls[-1]
-    want = ref_tokens.copy()
+    known = key.kept | corner()  # what came over the link, in the key frame or the delta
+    want = key.index_grid()
     want[corner()] = 1000
-    assert call["known"].all() and np.array_equal(call["grid"], want)
+    assert np.array_equal(call["known"], known) and np.array_equal(call["grid"][known], want[known])
     assert np.array_equal(call["coarse"], key.coarse) and call["ck"].all()
     assert (rec.frame_type, rec.ref_counter, rec.degraded) == (1, 1, False)
     assert store.get_frame(DEV, 2).kept_ratio == pytest.approx(corner().mean())  # the record tells the wire
