@@ -107,10 +107,24 @@ def roi_mask(instances: list, shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
+def downscaled_psnr(original: np.ndarray, recon: np.ndarray, factor: int) -> float:
+    """PSNR of the two pictures each averaged over ``factor`` x ``factor`` blocks: are layout and
+    colour right, whatever the detail? (What a coarse layer must get right.)"""
+    h, w = (original.shape[0] // factor) * factor, (original.shape[1] // factor) * factor
+    if not h or not w:
+        return float("nan")
+
+    def pool(a: np.ndarray) -> np.ndarray:
+        a = a[:h, :w].astype(np.float64)
+        return a.reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
+
+    return psnr(pool(original), pool(recon))
+
+
 def all_metrics(original: np.ndarray, recon: np.ndarray, roi: np.ndarray, full: bool = True) -> dict[str, float]:
     """Every metric of one reconstruction; ``full=False`` skips the slow perceptual ones (NaN)."""
     out = {"psnr": psnr(original, recon), "roi_psnr": masked_psnr(original, recon, roi),
-           "ms_ssim": ms_ssim(original, recon)}
+           "ms_ssim": ms_ssim(original, recon), "psnr_ds16": downscaled_psnr(original, recon, 16)}
     out.update(perceptual(original, recon) if full else {k: float("nan") for k in PERCEPTUAL})
     return out
 

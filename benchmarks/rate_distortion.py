@@ -32,7 +32,7 @@ from edge.segmenter import SegmenterConfig
 PROG = "rate_distortion"
 DEFAULT_BPP = (0.02, 0.04, 0.074, 0.1, 0.167)
 QUICK_BPP = (0.06, 0.12)  # a 96x128 test image holds 192 tokens: ~0.2 bpp keeps them all
-FIELDS = ("bpp", "psnr", "ms_ssim", "roi_psnr", *PERCEPTUAL)
+FIELDS = ("bpp", "psnr", "ms_ssim", "roi_psnr", "psnr_ds16", *PERCEPTUAL)
 METHODS_TC = ("tokencast", "tokencast-random", "tokenizer-all")
 
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in summary:
         target = "-" if r["target_bpp"] is None else f"{r['target_bpp']:g}"
         print(f"{r['method']:>17} target {target:<6} bpp {r['bpp']:.4f}  PSNR {r['psnr']:.2f}  "
-              f"ROI {r['roi_psnr']:.2f}", file=sys.stderr)
+              f"ROI {r['roi_psnr']:.2f}  MS-SSIM {r['ms_ssim']:.3f}  PSNR/16 {r['psnr_ds16']:.2f}", file=sys.stderr)
     return 0
 
 
