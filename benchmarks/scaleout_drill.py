@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -130,12 +131,25 @@ class Services:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _stop_all(workers: list[WorkerProcess]) -> None:
+def _stop_all(workers: list[WorkerProcess]) -> list[str]:
+    """SIGTERM every worker; one still running after 45 s dumps its stacks (SIGUSR1) and is killed."""
     for w in workers:
         if w.alive():
             w.proc.send_signal(signal.SIGTERM)
+    hung = []
+    deadline = time.monotonic() + 45
     for w in workers:
-        w.stop(60)
+        try:
+            w.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            hung.append(w.log.stem)
+            w.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            w.proc.kill()
+            w.proc.wait()
+    if hung:
+        print(f"workers that did not stop on SIGTERM within 45 s (stacks in their logs): {hung}", flush=True)
+    return hung
 
 
 def drill(args: argparse.Namespace) -> dict[str, object]:
@@ -290,7 +304,9 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
             finally:
                 for c in cams or []:
                     c.close(drain_s=1)
-                _stop_all(workers)
+                hung = _stop_all(workers)
+                if runs and runs[-1]["workers"] == n_workers:
+                    runs[-1]["did_not_stop"] = hung
                 if store is not None:
                     store.close()
     finally:

@@ -10,6 +10,7 @@ stored, unacknowledged messages stay with the broker.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import logging
 import signal
@@ -80,6 +81,7 @@ def serve(cfg: cloud_config.CloudConfig) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack to stderr
     metrics = Metrics()
     if cfg.metrics.enabled:
         metrics.serve(cfg.metrics.host, cfg.metrics.port)
@@ -112,8 +114,9 @@ def serve(cfg: cloud_config.CloudConfig) -> int:
         clean = True
     finally:
         stop.set()
+        log.info("stopping%s", ": leaving the shared group" if clean and source is not None else "")
         if keeper is not None:
-            keeper.join(30)
+            keeper.join(5)  # mid-adoption it may take longer; it is a daemon thread and ends with us
         if source is not None:
             # a clean stop (SIGTERM, scale-down) leaves the group and ends the session; after a
             # failure the session is kept, so a restart under the same id resumes it or it is adopted
