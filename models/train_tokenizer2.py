@@ -157,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed + 1)
     step, best, wall = 0, -1e9, 0.0
+    # Step of the weights in --out. With --freeze-coarse-after, a file exported before the freeze
+    # has a coarse head the restorer and the edge encoder (trained/exported on the frozen one)
+    # do not match, so the first validation after the freeze always exports, and so does the end
+    # of a run that has exported nothing since the freeze.
+    exported = 0
     st = load_state(state_path)
     if st is not None:
         model.load_state_dict(st["model"])
@@ -165,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
         step, best, wall = st["step"], st["best"], st["wall"]
+        exported = st.get("exported", 0)
         print(f"resumed from {state_path} at step {step} ({wall / 60:.1f} min trained)", flush=True)
     n_train = sum(p.numel() for p in params)
     print(f"tokenizer v2: {n_train / 1e6:.2f}M trainable parameters, device {device}", flush=True)
@@ -172,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         save_state({"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(),
                     "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                    "step": step, "best": best, "wall": wall}, state_path)
+                    "step": step, "best": best, "wall": wall, "exported": exported}, state_path)
+
+    def stale() -> bool:
+        return bool(args.freeze_coarse_after) and exported < args.freeze_coarse_after <= step
 
     def export(metrics: dict) -> None:
+        nonlocal exported
+        exported = step
         extra = {"train": {"steps": step, "wall_minutes": round(wall / 60, 1), "batch": args.batch,
                            "crop": args.crop, "data": str(args.train), "init": str(args.init)},
                  "metrics": metrics}
@@ -221,13 +232,19 @@ def main(argv: list[str] | None = None) -> int:
             bar.write(f"validation: {json.dumps(m)}")
             with open(log_path, "a") as f:
                 f.write(json.dumps(m) + "\n")
-            if score(m) > best:
+            if score(m) > best or stale():
                 best = score(m)
                 export(m)
         if time.time() - t_saved > args.save_every:
             save()
             t_saved = time.time()
     bar.close()
+    if val_images and stale():
+        m = validate(model, val_images, device, args.interp_sigma)
+        m.update(step=step, wall=round(wall, 1))
+        print(f"validation (first export since the coarse freeze): {json.dumps(m)}", flush=True)
+        best = score(m)
+        export(m)
     save()
     return 0
 
