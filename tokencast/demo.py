@@ -65,6 +65,14 @@ def _positive(kind: type, name: str):  # argparse type factory: one clear messag
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tokencast demo", description="run edge and cloud end to end on sample images")
     p.add_argument("--images", type=Path, help="folder of images (default: bundled scikit-image samples)")
+    p.add_argument("--video", type=Path, help="a video file instead: its frames as one camera's stream, key and "
+                                              "delta frames (wire v2, tokenizer 3)")
+    p.add_argument("--frames", type=_positive(int, "--frames"), default=30,
+                   help="--video: frames to send (default 30)")
+    p.add_argument("--step", type=_positive(int, "--step"), default=1,
+                   help="--video: take every step-th frame (default 1)")
+    p.add_argument("--gop", type=_positive(int, "--gop"), default=10,
+                   help="--video: a key frame at least every this many frames (default 10)")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
     p.add_argument("--budget-bpp", type=_positive(float, "--budget-bpp"), default=DEFAULT_BUDGET_BPP,
                    help=f"packet budget in bits per pixel (default {DEFAULT_BUDGET_BPP})")
@@ -116,6 +124,12 @@ class Outputs:
 
 
 def load_images(args: argparse.Namespace) -> list[DemoImage]:
+    if args.video is not None:
+        if args.images is not None or args.tokenizer != 3:
+            raise UsageError("--video takes no --images and needs --tokenizer 3 (delta frames are wire v2)")
+        from tokencast.video import video_frames
+
+        return video_frames(args.video, args.frames, args.step)
     if args.images is not None:
         return folder_images(args.images, args.limit)
     return sample_images(args.limit)
@@ -133,6 +147,9 @@ def summarize(rows: list[dict], failed: list[dict] | None = None) -> dict[str, A
             "fragments_lost", "encode_ms", "edge_ms", "restore_ms")
     return {"images": len(rows), "received": sum(r["received"] for r in rows),
             "lost": [r["name"] for r in rows if not r["received"]],
+            "key_frames": sum(r.get("frame_type") == "key" for r in rows),
+            "delta_frames": sum(r.get("frame_type") == "delta" for r in rows),
+            "degraded": [r["name"] for r in rows if r.get("degraded")],
             "failed": [f["name"] for f in failed or []],
             "quality_over": "received frames",
             "total_bytes": sum(r["bytes"] for r in rows),
@@ -160,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     failed: list[dict] = []
     report = {"device_id": DEVICE_ID, "key_file": str(key_file), "link": args.link, "channel": args.channel,
               "snr_db": None if args.channel == "none" else args.snr, "mtu": args.mtu,
-              "budget_bpp": args.budget_bpp, "random_init": args.random_init, "images": rows, "failed": failed}
+              "budget_bpp": args.budget_bpp, "random_init": args.random_init,
+              "video": None if args.video is None else str(args.video), "images": rows, "failed": failed}
     try:
         with open_link(args.link, mtu=args.mtu, device_id=DEVICE_ID) as link, Session(args, out, key) as session:
             log.info("%d images, budget %.3f bpp, link %s, channel %s%s, mtu %d", len(images), args.budget_bpp,
@@ -185,6 +203,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  mean {m['bytes']:.0f} B, {m['bpp']:.4f} bpp, kept {100 * m['kept_ratio']:.1f}%, "
               f"PSNR {_fmt(m['psnr'], '.2f')} dB, MS-SSIM {_fmt(m['ms_ssim'], '.4f')} over {summary['received']} "
               f"received; fragments lost {summary['fragments_lost']}/{summary['fragments_sent']}")
+    if args.video is not None:
+        print(f"  {summary['key_frames']} key and {summary['delta_frames']} delta frames; "
+              f"{len(summary['degraded'])} degraded (restored without their reference)")
     if summary["lost"]:
         print(f"  {len(summary['lost'])} of {len(rows)} frames lost (no fragment reached the cloud; not in the "
               f"means): {', '.join(summary['lost'])}")
@@ -248,6 +269,12 @@ class Session:
             self.pipeline.close()
             raise
         self.packer = LinkPacker(DEVICE_ID, args.mtu, Sealer(key, DEVICE_ID, tag_len=TAG_LEN))
+        self.selector: Any = self.pipeline
+        if getattr(args, "video", None) is not None:  # one camera's stream: key and delta frames
+            from edge.reference import TemporalConfig
+            from edge.temporal import TemporalSelector
+
+            self.selector = TemporalSelector(self.pipeline, TemporalConfig(enabled=True, key_interval=args.gop))
         self.channel = make_channel(ChannelConfig(type=args.channel, snr_db=args.snr, seed=args.seed))
 
     def send(self, counter: int, image: DemoImage, link: Any) -> dict[str, Any]:
@@ -256,8 +283,10 @@ class Session:
 
         rgb, name = image.rgb, image.name
         height, width = rgb.shape[:2]
-        selection = self.pipeline.select(rgb)
+        selection = self.selector.select(rgb)
         fragments = list(self.packer(selection, counter, int(time.time() * 1000)).fragments)
+        if hasattr(self.selector, "queued"):
+            self.selector.queued(selection, counter)
         (self.out.packets / f"{name}.bin").write_bytes(join_frames(fragments))
         lost = self.channel.lost(fragments)
         arrived = link.transfer([f for f, gone in zip(fragments, lost, strict=True) if not gone])
@@ -281,6 +310,9 @@ class Session:
             "encode_ms": selection.timings.get("encode", 0.0), "edge_ms": sum(selection.timings.values()),
             "restore_ms": None if record is None else record.restore_ms,
             "packet": str(self.out.packets / f"{name}.bin"),
+            "frame_type": "delta" if getattr(selection, "frame_type", 0) else "key",
+            "ref_counter": getattr(selection, "ref_counter", None),
+            "degraded": bool(record.degraded) if record is not None else None,
         }
         if recon is not None:
             from tokencast.quality import ms_ssim, psnr
