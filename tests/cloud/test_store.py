@@ -299,3 +299,43 @@ def test_quarantine_stays_within_the_policy_on_every_backend(store_cfg):
         assert u.entries == len(again.list_quarantine(limit=100)) == 10 and u.evicted == 31
     finally:
         again.close()
+
+
+def test_sqlite_open_retries_a_locked_wal_switch_instead_of_failing(tmp_path, monkeypatch):
+    """Two workers creating one file at once: SQLite answers the second WAL switch "database is
+    locked" at once, without waiting out the busy timeout (the flaky two-worker start). Here the
+    first two attempts get that answer; the store must retry, not give up."""
+    import sqlite3
+
+    import cloud.store.sqlite as sqlite_store
+
+    real_connect = sqlite3.connect
+    refusals = [2]
+
+    class Flaky:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, sql, *args):
+            if sql == "PRAGMA journal_mode=WAL" and refusals[0]:
+                refusals[0] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(sqlite_store.sqlite3, "connect", lambda *a, **kw: Flaky(real_connect(*a, **kw)))
+    s = make_store(StoreConfig(path=tmp_path / "db.sqlite", image_dir=tmp_path / "frames", busy_timeout_s=5))
+    try:
+        assert refusals == [0] and s._read("PRAGMA journal_mode")[0][0] == "wal"
+        assert s.stage([staged(1, 1, 0, 64)]) == [True]
+    finally:
+        s.close()
+    monkeypatch.setattr(sqlite_store.sqlite3, "connect", real_connect)
+    refusals[0] = 10**6  # locked for good: a typed error once the busy timeout is spent
+    monkeypatch.setattr(sqlite_store.sqlite3, "connect", lambda *a, **kw: Flaky(real_connect(*a, **kw)))
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="database is locked"):
+        make_store(StoreConfig(path=tmp_path / "new.sqlite", image_dir=tmp_path / "frames", busy_timeout_s=1))
+    assert 0.5 < time.monotonic() - t0 < 5
