@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="3: fine tokens masked over the coarse layer (wire v2, default); 1: fine tokens only")
     p.add_argument("--coco", type=Path, default=None, help="coco128 root (images/val2017 + YOLO labels)")
     p.add_argument("--coco-classes", type=int, nargs="+", default=[0], help="YOLO class ids (0 = person)")
+    p.add_argument("--coco-limit", type=int, default=None, help="coco images (default: --limit)")
+    p.add_argument("--labelled-only", action="store_true",
+                   help="coco: only images with at least one object of --coco-classes (each costs minutes on a CPU)")
     p.add_argument("--segmenter", default=SegmenterConfig.backend)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--max-side", type=int, default=0)
@@ -215,11 +218,18 @@ def main(argv: list[str] | None = None) -> int:
             img_dir, lab_dir = args.coco / "images" / "val2017", args.coco / "object_detection" / "labels" / "val2017"
             if not img_dir.is_dir() or not lab_dir.is_dir():
                 return fail(PROG, f"{args.coco} lacks images/val2017 or object_detection/labels/val2017")
-            result["coco"] = run_study(codec, pipe, images_in(img_dir, limit), args.ratios, args.max_side,
+            coco_paths = images_in(img_dir, 0)
+            if args.labelled_only:
+                wanted = set(args.coco_classes)
+                coco_paths = [q for q in coco_paths if yolo_boxes(lab_dir / f"{q.stem}.txt", 1, 1, wanted)[1].size]
+            coco_limit = limit if args.coco_limit is None else args.coco_limit
+            coco_paths = coco_paths[:coco_limit] if coco_limit else coco_paths
+            result["coco"] = run_study(codec, pipe, coco_paths, args.ratios, args.max_side,
                                        args.seed, lab_dir, set(args.coco_classes), "coco")
     result["meta"] = {
         "segmenter": args.segmenter, "tokenizer": args.tokenizer, "images": len(paths), "random_init": args.random_init, "iou": IOU,
         "limit": limit, "ratios": args.ratios, "coco_classes": args.coco_classes, "device": args.device,
+        "coco_limit": args.coco_limit, "labelled_only": args.labelled_only,
         "notes": ["Pseudo GT: the segmenter's instances on the original; semantic and random keep the same "
                   "token count; recall and AP50 are class-aware; AP averages over classes present.",
                   "coco: real YOLO box labels of the chosen classes; ROI-PSNR inside those boxes; 'original' is "
