@@ -49,6 +49,7 @@ class LocalPostgres:
     """One PostgreSQL cluster for the life of this object: ``start()``, ``create_database()``, ``stop()``."""
 
     def __init__(self, workdir: Path | None = None) -> None:
+        """``workdir``: where the cluster lives (ignored under root, which needs a folder in /tmp)."""
         self.bindir = find_bindir()
         self._prefix: list[str] = []
         owner = None
@@ -59,9 +60,11 @@ class LocalPostgres:
                 raise PostgresUnavailable("running as root and there is no 'postgres' user to run the "
                                           "server as (PostgreSQL refuses root)") from None
             self._prefix = ["runuser", "-u", "postgres", "--"]
-        # under root the folder must be one the postgres user can reach: pytest's tmp is 0700 root
-        self.root = Path(tempfile.mkdtemp(prefix="tokencast-pg-", dir=None if owner is None else "/tmp")
-                         if workdir is None or owner is not None else workdir)
+        if owner is not None or workdir is None:
+            # under root the folder must be one the postgres user can enter: pytest's tmp is 0700 root
+            self.root = Path(tempfile.mkdtemp(prefix="tokencast-pg-", dir="/tmp" if owner is not None else None))
+        else:
+            self.root = Path(workdir)
         self.data = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.socket_dir.mkdir(parents=True, exist_ok=True)
