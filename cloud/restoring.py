@@ -17,6 +17,7 @@ import numpy as np
 
 from cloud.store.base import FrameRecord
 from cloud.store.images import encode_png, mask_overlay
+from link import dc
 from link.frame import ReceivedFrame, frame_scale
 from link.tokenizers import get_tokenizer
 
@@ -50,6 +51,9 @@ def reconstruct_frames(codec: Codec, frames: list[ReceivedFrame], seed: int) -> 
                 coarse.append(f.coarse)
                 coarse_known.append(~f.coarse_lost if f.coarse_lost is not None else np.ones(shape[1:], bool))
         tokens, images = codec.reconstruct(grids, known, coarse, coarse_known, sizes, seed=seed)
+        # pull each 32x32 block's mean colour to the one the edge measured (link.dc)
+        images = [img if f.dc is None else dc.correct(img, f.dc, None if f.dc_lost is None else ~f.dc_lost)
+                  for img, f in zip(images, frames)]
     else:
         tokens, images = codec.reconstruct(grids, known, sizes, seed=seed)
     images = [img if s == 1 else resize(img, f.width, f.height) for img, f, s in zip(images, frames, scales)]

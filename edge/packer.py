@@ -40,6 +40,7 @@ class LinkPacker:
             grid_h=selection.grid_h, grid_w=selection.grid_w, kept=selection.kept, indices=selection.indices,
             coarse=getattr(selection, "coarse", None), frame_type=getattr(selection, "frame_type", 0),
             ref_counter=getattr(selection, "ref_counter", None),  # delta frames (edge.temporal)
+            dc=getattr(selection, "dc", None) if getattr(selection, "coarse", None) is not None else None,
         )  # fmt: skip
         from link.entropy import default_prior
 

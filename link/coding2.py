@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from link import dc
 from link.entropy import bits_uint, uint_bits
 from link.errors import MalformedPacket, PriorMismatch
 from link.tokenizers import PRIOR_DIR_ENV, SHIPPED_PRIOR_DIR, TokenizerSpec
@@ -187,13 +188,20 @@ def coarse_symbols(levels: np.ndarray, start: int, width: int, models: ContextMo
     return [(syms, probs)]
 
 
-def encode_coarse(levels: np.ndarray, start: int, width: int, models: ContextModels) -> bytes:
-    return _encode(coarse_symbols(levels, start, width, models))
+def encode_coarse(levels: np.ndarray, start: int, width: int, models: ContextModels,
+                  dc_part: tuple[np.ndarray, np.ndarray, int] | None = None) -> bytes:
+    """``dc_part``: (values (3, n), dc cell indices, dc grid width) of the block means this slice carries."""
+    indexed = None
+    if dc_part is not None and dc_part[1].size:
+        syms, chans = dc_symbols(*dc_part)
+        indexed = (syms, chans, _dc_coders())
+    return _encode(coarse_symbols(levels, start, width, models), indexed)
 
 
 def decode_coarse(payload: bytes, n_levels: tuple[int, ...], start: int, length: int, width: int,
-                  models: ContextModels) -> np.ndarray:
-    """(C, length) int64 levels; strict (the payload must be the canonical encoding)."""
+                  models: ContextModels, dc_cells: tuple[np.ndarray, int] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """((C, length) int64 levels, (3, n) block means or None); strict (canonical encoding only)."""
     r = _Reader(payload)
     c = len(n_levels)
     left, up = _neighbours(start, length, width)
@@ -209,29 +217,43 @@ def decode_coarse(payload: bytes, n_levels: tuple[int, ...], start: int, length:
             if v >= n:
                 raise MalformedPacket(f"coarse level {v} outside channel {ch}'s {n} levels")
             out[ch, i] = v
-    if encode_coarse(out, start, width, models) != payload:
+    means = None
+    dc_part = None
+    if dc_cells is not None:
+        means = decode_dc(r, *dc_cells)
+        dc_part = (means, *dc_cells)
+    if encode_coarse(out, start, width, models, dc_part) != payload:
         raise MalformedPacket("range-coded coarse payload is not canonical (trailing or altered data)")
-    return out
+    return out, means
 
 
 def coarse_raw_bits(n_levels: tuple[int, ...]) -> int:
     return max(1, math.ceil(math.log2(math.prod(n_levels))))
 
 
-def coarse_to_raw(levels: np.ndarray, n_levels: tuple[int, ...]) -> bytes:
-    """Mixed-radix cell index (channel 0 most significant), ceil(log2 prod L) bits per cell."""
+def coarse_to_raw(levels: np.ndarray, n_levels: tuple[int, ...], dc_values: np.ndarray | None = None) -> bytes:
+    """Mixed-radix cell index (channel 0 most significant), ceil(log2 prod L) bits per cell, then
+    the block means, 18 bits each (link.dc)."""
     combined = np.zeros(levels.shape[1], dtype=np.int64)
     for ch, n in enumerate(n_levels):
         combined = combined * n + levels[ch]
-    return np.packbits(uint_bits(combined, coarse_raw_bits(n_levels))).tobytes()
+    parts = [uint_bits(combined, coarse_raw_bits(n_levels))]
+    if dc_values is not None and dc_values.shape[1]:
+        parts.append(dc_to_bits(dc_values))
+    return np.packbits(np.concatenate(parts)).tobytes()
 
 
-def coarse_from_raw(payload: bytes, n_levels: tuple[int, ...], length: int) -> np.ndarray:
+def coarse_from_raw(payload: bytes, n_levels: tuple[int, ...], length: int, n_dc: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """((C, length) levels, (3, n_dc) block means)."""
     bits = coarse_raw_bits(n_levels)
     need = length * bits
+    total = need + n_dc * dc.RAW_BITS
     arr = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
-    if arr.size < need or arr.size - need >= 8 or arr[need:].any():
-        raise MalformedPacket(f"raw coarse payload of {arr.size} bits does not hold exactly {length} cells")
+    if arr.size < total or arr.size - total >= 8 or arr[total:].any():
+        raise MalformedPacket(f"raw coarse payload of {arr.size} bits does not hold exactly {length} cells"
+                              f" and {n_dc} block means")
+    means = dc_from_bits(arr[need:total], n_dc)
     combined = bits_uint(arr[:need], bits)
     if length and int(combined.max()) >= math.prod(n_levels):
         raise MalformedPacket("raw coarse cell index outside the level grid")
@@ -239,7 +261,7 @@ def coarse_from_raw(payload: bytes, n_levels: tuple[int, ...], length: int) -> n
     for ch in range(len(n_levels) - 1, -1, -1):
         out[ch] = combined % n_levels[ch]
         combined //= n_levels[ch]
-    return out
+    return out, means
 
 
 # ---------------------------------------------------------------- fine layer
@@ -358,3 +380,71 @@ def require(models: ContextModels | None, spec: TokenizerSpec, coding: int) -> C
         held = "none" if models is None else f"set {models.set_id}"
         raise PriorMismatch(f"fragment is coded with context-model set {coding} for {spec.name}; this end holds {held}")
     return models
+
+
+# ---------------------------------------------------------------- block means (link.dc)
+
+# Discrete Laplace scales of the prediction residuals, in quantisation steps (Y, Cb, Cr),
+# measured on the training images' 32x32 block means with the MED predictor.
+DC_SCALES = (1.9, 0.7, 0.65)
+DC_SPAN = 64  # residuals lie in [-64, 64]
+
+
+@functools.cache
+def _dc_coders() -> list:
+    r = np.arange(-DC_SPAN, DC_SPAN + 1)
+    return [constriction.stream.model.Categorical(np.exp(-np.abs(r) / s).astype(np.float32), perfect=False)
+            for s in DC_SCALES]
+
+
+def _dc_pred(vals: np.ndarray, k: int, ch: int, left: np.ndarray, up: np.ndarray, ul: np.ndarray) -> int:
+    a = int(vals[ch, left[k]]) if left[k] >= 0 else None
+    b = int(vals[ch, up[k]]) if up[k] >= 0 else None
+    if a is not None and b is not None:
+        return dc.med(a, b, int(vals[ch, ul[k]])) if ul[k] >= 0 else (a + b) // 2
+    if a is not None:
+        return a
+    if b is not None:
+        return b
+    return dc.MID[ch]
+
+
+def dc_symbols(values: np.ndarray, cells: np.ndarray, dw: int) -> tuple[np.ndarray, np.ndarray]:
+    """(symbols, channel of each): prediction residuals of the fragment's dc cells, cell-major."""
+    left, up, ul = dc.predict_neighbours(cells, dw)
+    syms, chans = [], []
+    for k in range(cells.size):
+        for ch in range(3):
+            syms.append(int(values[ch, k]) - _dc_pred(values, k, ch, left, up, ul) + DC_SPAN)
+            chans.append(ch)
+    return np.asarray(syms, dtype=np.int64), np.asarray(chans, dtype=np.int64)
+
+
+def decode_dc(r: _Reader, cells: np.ndarray, dw: int) -> np.ndarray:
+    left, up, ul = dc.predict_neighbours(cells, dw)
+    out = np.zeros((3, cells.size), dtype=np.int64)
+    coders = _dc_coders()
+    for k in range(cells.size):
+        for ch in range(3):
+            v = _dc_pred(out, k, ch, left, up, ul) + r.fixed(coders[ch]) - DC_SPAN
+            if not 0 <= v < dc.LEVELS[ch]:
+                raise MalformedPacket(f"block mean {v} outside channel {ch}'s {dc.LEVELS[ch]} levels")
+            out[ch, k] = v
+    return out
+
+
+def dc_to_bits(values: np.ndarray) -> np.ndarray:
+    combined = (values[0] * dc.LEVELS[1] + values[1]) * dc.LEVELS[2] + values[2]
+    return uint_bits(combined, dc.RAW_BITS)
+
+
+def dc_from_bits(bits: np.ndarray, n: int) -> np.ndarray:
+    combined = bits_uint(bits, dc.RAW_BITS) if n else np.zeros(0, dtype=np.int64)
+    if n and int(combined.max()) >= math.prod(dc.LEVELS):
+        raise MalformedPacket("raw block-mean index outside its range")
+    out = np.zeros((3, n), dtype=np.int64)
+    out[2] = combined % dc.LEVELS[2]
+    combined //= dc.LEVELS[2]
+    out[1] = combined % dc.LEVELS[1]
+    out[0] = combined // dc.LEVELS[1]
+    return out

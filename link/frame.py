@@ -45,6 +45,9 @@ class Frame:
     coarse: np.ndarray | None = None
     frame_type: int = FRAME_KEY
     ref_counter: int | None = None  # the reference frame's counter, for delta frames
+    # Optional with a coarse layer: the mean colour of every 32x32 block (link.dc: 3 quantised
+    # channels, (3, ceil(hc/2), ceil(wc/2))), which the cloud pulls its picture's block means to.
+    dc: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_int("device_id", self.device_id, 0, U32)
@@ -71,6 +74,12 @@ class Frame:
         self.kept = kept
         self.indices = indices.astype(np.int64)
         self.coarse = check_coarse(spec, self.coarse, self.grid_h, self.grid_w)
+        if self.dc is not None:
+            from link.dc import check_dc
+
+            if self.coarse is None:
+                raise InvalidFrame("block means (dc) ride with the coarse layer; this frame has none")
+            self.dc = check_dc(self.dc, self.coarse.shape[1:])
         if self.frame_type not in (FRAME_KEY, FRAME_DELTA):
             raise InvalidFrame(f"frame_type must be one of {FRAME_TYPES}, got {self.frame_type!r}")
         if (self.frame_type == FRAME_DELTA) != (self.ref_counter is not None):
@@ -96,6 +105,7 @@ class Frame:
             and np.array_equal(self.kept, other.kept)
             and np.array_equal(self.indices, other.indices)
             and _same_coarse(self.coarse, other.coarse)
+            and _same_coarse(self.dc, other.dc)
         )
 
     def header_tuple(self) -> tuple[int | None, ...]:
@@ -152,6 +162,8 @@ class ReceivedFrame:
     coarse_lost: np.ndarray | None = None
     frame_type: int = FRAME_KEY
     ref_counter: int | None = None
+    dc: np.ndarray | None = None  # (3, dh, dw) quantised block means; None when none were sent
+    dc_lost: np.ndarray | None = None  # (dh, dw) True where their fragment did not arrive
 
     def index_grid(self) -> np.ndarray:
         """(grid_h, grid_w) int64 grid: the index where known, -1 where masked or lost."""
@@ -171,7 +183,7 @@ class ReceivedFrame:
             raise InvalidFrame("frame is incomplete; coarse cells were lost")
         return Frame(self.device_id, self.counter, self.capture_ms, self.width, self.height,
                      self.tokenizer_id, self.grid_h, self.grid_w, self.kept, self.indices,
-                     self.coarse, self.frame_type, self.ref_counter)
+                     self.coarse, self.frame_type, self.ref_counter, self.dc)
 
 
 SCALES = (1, 2, 4)

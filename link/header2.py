@@ -8,7 +8,7 @@
                  b3      layer: 0 fine tokens, 1 coarse layer
                  b2..b1  frame type: 0 key (coded alone), 1 delta (fine tokens against a reference frame,
                          no coarse layer: the cloud takes the reference's); 2, 3 reserved
-                 b0      reserved, 0
+                 b0      coarse fragments: block means (link.dc) follow the coarse levels; fine: reserved, 0
     2    4     device id, u32 BE
     6    4     frame counter, u32 BE
     10   1     tokenizer id (link.tokenizers.TOKENIZERS; must be a two-layer tokenizer)
@@ -68,6 +68,7 @@ class FragmentHeader2:
     width: int | None = None
     height: int | None = None
     version: int = VERSION
+    dc: bool = False
 
     @property
     def info(self) -> bool:
@@ -94,7 +95,7 @@ class FragmentHeader2:
 
     def pack(self) -> bytes:
         flags = ((TAG_LENGTHS.index(self.tag_len) << 5) | (self.info << 4) | (self.layer << 3)
-                 | (self.frame_type << 1))
+                 | (self.frame_type << 1) | int(self.dc))
         out = bytearray((VERSION, flags))
         out += self.device_id.to_bytes(4, "big") + self.counter.to_bytes(4, "big")
         out += bytes((self.tokenizer_id, self.grid_h, self.grid_w))
@@ -113,7 +114,7 @@ class FragmentHeader2:
             "tokenizer_id": self.tokenizer_id, "grid": [self.grid_h, self.grid_w], "layer": LAYERS[self.layer],
             "slice": [self.slice_start, self.slice_end], "tag_len": self.tag_len, "coding": self.coding,
             "frame_type": FRAME_TYPES[self.frame_type], "ref_counter": self.ref_counter,
-            "capture_ms": self.capture_ms, "width": self.width, "height": self.height,
+            "capture_ms": self.capture_ms, "width": self.width, "height": self.height, "dc": self.dc,
         }
 
 
@@ -124,11 +125,12 @@ def parse_header2(data: bytes) -> FragmentHeader2:
     if data[0] != VERSION:
         raise UnsupportedVersion(f"wire version {data[0]} is not v2")
     flags = data[1]
-    if flags & 1:
-        raise MalformedPacket("reserved flag bit set")
     tag_len = TAG_LENGTHS[flags >> 5]
     info = bool(flags & 0x10)
     layer = (flags >> 3) & 1
+    has_dc = bool(flags & 1)
+    if has_dc and layer != LAYER_COARSE:
+        raise MalformedPacket("reserved flag bit set")
     frame_type = (flags >> 1) & 3
     if frame_type >= len(FRAME_TYPES):
         raise MalformedPacket(f"frame type {frame_type} is reserved")
@@ -177,7 +179,7 @@ def parse_header2(data: bytes) -> FragmentHeader2:
     if pos + tag_len > len(data):
         raise MalformedPacket(f"fragment of {len(data)} bytes too short for its header and {tag_len}-byte tag")
     return FragmentHeader2(device_id, counter, tokenizer_id, grid_h, grid_w, layer, start, length, tag_len,
-                           coding, frame_type, ref_counter, capture_ms, width, height)
+                           coding, frame_type, ref_counter, capture_ms, width, height, dc=has_dc)
 
 
 def parse_any_header(data: bytes) -> FragmentHeader | FragmentHeader2:

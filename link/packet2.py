@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from link import coding2
+from link import coding2, dc
 from link.coding2 import ContextModels
 from link.errors import AuthenticationFailed, InvalidFrame, LimitExceeded
 from link.frame import FRAME_DELTA, Frame
@@ -61,7 +61,13 @@ class LayerPlanner:
             assert frame.coarse is not None
             self.levels = frame.coarse.reshape(len(self.spec.coarse_levels), -1)
             self.n = ch * cw
-            self.raw_bits = np.arange(self.n + 1) * coding2.coarse_raw_bits(self.spec.coarse_levels)
+            self.coarse_h = ch
+            self.dc = None if frame.dc is None else frame.dc.reshape(3, -1)
+            self.dc_w = dc.grid_for((ch, cw))[1]
+            per = np.full(self.n, coding2.coarse_raw_bits(self.spec.coarse_levels), dtype=np.float64)
+            if self.dc is not None:
+                per[self._dc_anchor_positions()] += dc.RAW_BITS
+            self.raw_bits = np.concatenate(([0.0], np.cumsum(per)))
         else:
             self.width = frame.grid_w
             self.kf = frame.kept.ravel()
@@ -69,6 +75,17 @@ class LayerPlanner:
             self.ck = np.concatenate(([0], np.cumsum(self.kf, dtype=np.int64)))
             self.raw_bits = np.arange(self.n + 1) + self.ck * self.spec.index_bits
         self.est = self._estimate()
+
+    def _dc_anchor_positions(self) -> np.ndarray:
+        cells = dc.anchors(0, self.n, self.width, self.coarse_h)
+        i, j = np.divmod(cells, self.dc_w)
+        return 2 * i * self.width + 2 * j
+
+    def _dc_part(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        if self.dc is None:
+            return None
+        cells = dc.anchors(s, e, self.width, self.coarse_h)
+        return self.dc[:, cells], cells, self.dc_w
 
     def _estimate(self) -> np.ndarray:
         """Prefix sums of estimated coded bits per position (whole-frame contexts)."""
@@ -78,6 +95,8 @@ class LayerPlanner:
             (syms, probs), = coding2.coarse_symbols(self.levels, 0, self.width, self.models)
             c = self.levels.shape[0]
             bits = -np.log2(probs[np.arange(syms.size), syms].astype(np.float64) + 1e-12).reshape(-1, c).sum(1)
+            if self.dc is not None:
+                bits[self._dc_anchor_positions()] += 9.0  # about what a predicted block mean costs
         else:
             idx = self.frame.indices
             (ms, mp), (s, ctx) = coding2.fine_symbols(self.kf, idx, 0, self.width, self.models)
@@ -93,8 +112,9 @@ class LayerPlanner:
         """Smallest coding of slice [s, e): raw bit fields or range coded."""
         if self.layer == LAYER_COARSE:
             lv = self.levels[:, s:e]
-            raw = coding2.coarse_to_raw(lv, self.spec.coarse_levels)
-            coded = coding2.encode_coarse(lv, s, self.width, self.models) if self.models else None
+            part = self._dc_part(s, e)
+            raw = coding2.coarse_to_raw(lv, self.spec.coarse_levels, None if part is None else part[0])
+            coded = coding2.encode_coarse(lv, s, self.width, self.models, part) if self.models else None
         else:
             k = self.kf[s:e]
             idx = self.frame.indices[self.ck[s] : self.ck[e]]
@@ -193,7 +213,7 @@ def header_for(frame: Frame, p: SlicePlan2, tag_len: int) -> FragmentHeader2:
         frame.device_id, frame.counter, frame.tokenizer_id, frame.grid_h, frame.grid_w, p.layer, p.start,
         p.end - p.start, tag_len, p.coding, frame.frame_type, frame.ref_counter,
         capture_ms=frame.capture_ms if info else None, width=frame.width if info else None,
-        height=frame.height if info else None,
+        height=frame.height if info else None, dc=p.layer == LAYER_COARSE and frame.dc is not None,
     )
 
 
@@ -228,6 +248,8 @@ class Fragment2:
     wire_bytes: int
     mask_bits: int = 0
     index_bits: int = 0
+    dc_cells: np.ndarray | None = None  # coarse fragments with block means: their dc grid cells
+    dc_values: np.ndarray | None = None  # (3, n) quantised block means (link.dc)
 
     @property
     def layer(self) -> int:
@@ -239,13 +261,19 @@ def decode_payload2(h: FragmentHeader2, payload: bytes, models: ContextModels | 
     length = h.slice_len
     if h.layer == LAYER_COARSE:
         ch, cw = spec.coarse_grid(h.grid_h, h.grid_w)
+        cells = dc.anchors(h.slice_start, h.slice_end, cw, ch) if h.dc else None
+        dc_w = dc.grid_for((ch, cw))[1]
+        means: np.ndarray | None
         if h.coding == CODING_RAW:
-            levels = coding2.coarse_from_raw(payload, spec.coarse_levels, length)
+            levels, means = coding2.coarse_from_raw(payload, spec.coarse_levels, length,
+                                                    0 if cells is None else cells.size)
         else:
             m = coding2.require(models, spec, h.coding)
-            levels = coding2.decode_coarse(payload, spec.coarse_levels, h.slice_start, length, cw, m)
+            levels, means = coding2.decode_coarse(payload, spec.coarse_levels, h.slice_start, length, cw, m,
+                                                  None if cells is None else (cells, dc_w))
         empty = np.zeros(0, dtype=np.int64)
-        return Fragment2(h, np.zeros(0, dtype=bool), empty, levels, 0)
+        return Fragment2(h, np.zeros(0, dtype=bool), empty, levels, 0, dc_cells=cells,
+                         dc_values=means if cells is not None else None)
     if h.coding == CODING_RAW:
         kept, indices = coding2.fine_from_raw(payload, length, spec.index_bits, spec.codebook_size)
     else:
@@ -271,4 +299,5 @@ def open_fragment2(data: bytes, opener: Opener | None = None, *,
     f = decode_payload2(h, payload, m)
     bits = len(payload) * 8
     return Fragment2(h, f.kept, f.indices, f.levels, len(data),
-                     mask_bits=0 if h.layer == LAYER_COARSE else bits, index_bits=0)
+                     mask_bits=0 if h.layer == LAYER_COARSE else bits, index_bits=0,
+                     dc_cells=f.dc_cells, dc_values=f.dc_values)

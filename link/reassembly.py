@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from link.dc import grid_for as dc_grid_for
 from link.entropy import PriorCode
 from link.errors import LimitExceeded, MalformedPacket
 from link.frame import FRAME_DELTA, ReceivedFrame
@@ -122,6 +123,10 @@ def _assemble2(frags: list, first_seen: float) -> ReceivedFrame:
     lost = np.ones(n, dtype=bool)
     coarse = np.zeros((len(spec.coarse_levels), ch * cw), dtype=np.int64)
     coarse_lost = np.ones(ch * cw, dtype=bool)
+    dh, dw = dc_grid_for((ch, cw))
+    means = np.zeros((3, dh * dw), dtype=np.int64)
+    means_lost = np.ones(dh * dw, dtype=bool)
+    any_dc = False
     info = None
     fine = []
     for f in frags:
@@ -135,6 +140,10 @@ def _assemble2(frags: list, first_seen: float) -> ReceivedFrame:
         target[s:e] = False
         if h.layer:
             coarse[:, s:e] = f.levels
+            if f.dc_cells is not None and f.dc_values is not None:
+                means[:, f.dc_cells] = f.dc_values
+                means_lost[f.dc_cells] = False
+                any_dc = True
         else:
             kept[s:e] = f.kept
             fine.append(f)
@@ -156,6 +165,7 @@ def _assemble2(frags: list, first_seen: float) -> ReceivedFrame:
         wire_bytes=sum(f.wire_bytes for f in frags), first_seen=first_seen,
         coarse=None if delta else coarse.reshape(-1, ch, cw), coarse_lost=None if delta else coarse_lost.reshape(ch, cw),
         frame_type=h0.frame_type, ref_counter=h0.ref_counter,
+        dc=means.reshape(3, dh, dw) if any_dc else None, dc_lost=means_lost.reshape(dh, dw) if any_dc else None,
     )
 
 

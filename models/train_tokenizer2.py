@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step after which the coarse head stops changing (0: never), so the restorer "
                         "can train on final coarse levels in parallel")
     p.add_argument("--interp-sigma", type=float, default=1.5)
+    p.add_argument("--export-only", action="store_true",
+                   help="validate the run's saved state and write it to --out, without training")
     return p
 
 
@@ -172,6 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         step, best, wall = st["step"], st["best"], st["wall"]
         exported = st.get("exported", 0)
         print(f"resumed from {state_path} at step {step} ({wall / 60:.1f} min trained)", flush=True)
+    if args.export_only:
+        if st is None:
+            raise SystemExit(f"--export-only: no saved state at {state_path}")
+        m = validate(model, val_images, device, args.interp_sigma) if val_images else {}
+        m.update(step=step, wall=round(wall, 1))
+        extra = {"train": {"steps": step, "wall_minutes": round(wall / 60, 1), "batch": args.batch,
+                           "crop": args.crop, "data": str(args.train), "init": str(args.init)}, "metrics": m}
+        save_weights(model, args.out, cfg.to_dict(), extra)
+        print(f"exported step {step} to {args.out}: {json.dumps(m)}", flush=True)
+        return 0
     n_train = sum(p.numel() for p in params)
     print(f"tokenizer v2: {n_train / 1e6:.2f}M trainable parameters, device {device}", flush=True)
 

@@ -12,7 +12,7 @@ from link.errors import LinkError, MalformedPacket, PriorMismatch
 from link.frame import FRAME_DELTA, Frame
 from link.header2 import LAYER_COARSE, LAYER_FINE, parse_header2
 from link.packet import open_fragment, pack, wire_size
-from link.packet2 import open_fragment2, pack2, plan2, wire_size2
+from link.packet2 import open_fragment2, pack2, plan2, plan_layer, wire_size2
 from link.reassembly import Reassembler, assemble
 from link.security import KeyStore, Opener, Sealer
 from link.tokenizers import get_tokenizer
@@ -21,7 +21,7 @@ SPEC = get_tokenizer(3)
 KEY = bytes(range(16))
 
 
-def synthetic_models(set_id: int = 1) -> ContextModels:
+def synthetic_models(set_id: int = 9) -> ContextModels:
     """A deterministic context-model set: smooth coarse tables, a skewed index table."""
     coarse = []
     for n in SPEC.coarse_levels:
@@ -79,8 +79,8 @@ def test_round_trip_sealed_and_size_exact():
 def test_range_coding_beats_raw_on_structured_frames():
     f = make_frame(gh=30, gw=40, keep=0.25)
     plans = plan2(f, mtu=1000, tag_len=8, models=MODELS)
-    assert any(p.coding == 1 for p in plans)
-    raw = plan2(f, mtu=1000, tag_len=8, models=None)
+    assert any(p.coding == MODELS.set_id for p in plans)
+    raw = [p for layer in (LAYER_COARSE, LAYER_FINE) for p in plan_layer(f, layer, mtu=1000, tag_len=8, models=None)]
     assert all(p.coding == 0 for p in raw)
     assert sum(p.size for p in plans) < sum(p.size for p in raw)
 
@@ -160,11 +160,11 @@ def test_delta_frame_header_and_nonce_separation():
 def test_wrong_context_models_are_refused():
     f = make_frame(gh=20, gw=20)
     frags = pack2(f, mtu=200, sealer=None, models=MODELS)
-    coded = [x for x in frags if parse_header2(x).coding == 1]
+    coded = [x for x in frags if parse_header2(x).coding == MODELS.set_id]
     assert coded
     with pytest.raises(PriorMismatch):
         open_fragment2(coded[0], None, models={})
-    other = synthetic_models(set_id=2)
+    other = synthetic_models(set_id=1)
     with pytest.raises(PriorMismatch):
         open_fragment2(coded[0], None, models={3: other})
 
@@ -228,3 +228,27 @@ def test_mutated_fragments_raise_only_link_errors(data):
         open_fragment2(bytes(x[:cut] if data.draw(st.booleans()) else x), None, models=models_map())
     except LinkError:
         pass
+
+
+def test_block_means_ride_with_the_coarse_layer_and_correct_the_picture():
+    from link import dc
+
+    rng = np.random.default_rng(3)
+    img = np.clip(rng.normal(120, 40, size=(75, 100, 3)), 0, 255).astype(np.uint8)
+    means = dc.block_means(img)
+    assert means.shape == (3, 3, 4)
+    f = make_frame(gh=10, gw=13, dc=means, width=100, height=75)
+    for models in (MODELS, None):  # None: the shipped context-model set
+        frags = pack2(f, mtu=60, sealer=Sealer(KEY, 7), models=models)
+        assert sum(map(len, frags)) == wire_size2(f, mtu=60, tag_len=8, models=models)
+        got = assemble([open_fragment2(x, opener(), models=models_map() if models else None) for x in frags])
+        assert np.array_equal(got.dc, means) and not got.dc_lost.any() and got.to_frame() == f
+    # a picture whose colours drifted comes back to the sent block means
+    drifted = np.clip(img.astype(int) + np.array([30, -20, 10]), 0, 255).astype(np.uint8)
+    fixed = dc.correct(drifted, means)
+    err = lambda a: np.abs(dc.rgb_block_means(a) - dc.rgb_block_means(img)).mean()  # noqa: E731
+    assert err(fixed) < err(drifted) / 3
+    # lost means: no correction where nothing is known
+    assert np.array_equal(dc.correct(drifted, means, np.zeros((3, 4), bool)), drifted)
+    with pytest.raises(LinkError):
+        make_frame(gh=10, gw=13, dc=means[:, :2])
