@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             if sel is not None:
                 full = np.zeros(sel.kept.shape, np.int64)
                 full[sel.kept] = sel.indices
-                sent = tl.send(full, sel.kept, w, h, args.mtu, codec.tokenizer_id, sel.coarse)
+                sent = tl.send(full, sel.kept, w, h, args.mtu, codec.tokenizer_id, sel.coarse, sel.dc)
                 if args.coarse_repeat > 1:  # the copies ride after the fine fragments, paid from the budget
                     from edge.packer import repeat_coarse
 

@@ -45,6 +45,7 @@ def evaluate_image(codec, pipe, im: np.ndarray, name: str, targets: list[float],
     from benchmarks import tokencast_link as tl
     from edge.complexity import pad_to_multiple
     from edge.sampler import BudgetConfig, BudgetTooSmall, budget_limit
+    from link.dc import block_means
     from link.tokenizers import get_tokenizer
 
     h, w = im.shape[:2]
@@ -54,6 +55,7 @@ def evaluate_image(codec, pipe, im: np.ndarray, name: str, targets: list[float],
     gh, gw = -(-h // pipe.config.factor), -(-w // pipe.config.factor)
     grid, coarse = pipe.encode_layers(pad_to_multiple(im, 16 if layered else pipe.config.factor))
     grid = grid[:gh, :gw]
+    means = block_means(im) if coarse is not None and pipe.config.block_means else None
     mtu = pipe.config.packet.mtu
     rng = np.random.default_rng(seed)
     base = {"image": name, "width": w, "height": h, "roi_fraction": float(roi.mean())}
@@ -68,10 +70,11 @@ def evaluate_image(codec, pipe, im: np.ndarray, name: str, targets: list[float],
         out.append(rec)
 
     every = np.ones(grid.shape, bool)
-    full = tl.send(grid, every, w, h, mtu, tid, coarse)
-    add("tokenizer-all", None, tl.reconstruct(codec, grid, every, w, h, seed, coarse), full.size, kept_fraction=1.0)
+    full = tl.send(grid, every, w, h, mtu, tid, coarse, means)
+    add("tokenizer-all", None, tl.reconstruct(codec, grid, every, w, h, seed, coarse, means), full.size,
+        kept_fraction=1.0)
     if layered:
-        none = tl.send(grid, ~every, w, h, mtu, tid, coarse)
+        none = tl.send(grid, ~every, w, h, mtu, tid, coarse, means)
         add("coarse-only", None, tl.receive(codec, none.fragments, grid.shape, w, h, seed)[0], none.size,
             kept_fraction=0.0)
     for t in targets:
@@ -80,17 +83,17 @@ def evaluate_image(codec, pipe, im: np.ndarray, name: str, targets: list[float],
             add("tokencast", t, None, None, note="budget below an empty frame")
             add("tokencast-random", t, None, None, note="budget below an empty frame")
             continue
-        sent = tl.send(sel.tokens, sel.kept, w, h, mtu, tid, sel.coarse)
+        sent = tl.send(sel.tokens, sel.kept, w, h, mtu, tid, sel.coarse, sel.dc)
         recon, _ = tl.receive(codec, sent.fragments, sel.kept.shape, w, h, seed)
         add("tokencast", t, recon, sent.size, kept_fraction=sel.kept_fraction, n_semantic=sel.n_semantic,
             scale=sel.scale)
-        cost = tl.bytes_cost(pipe, w, h, sel.coarse, sel.kept.shape)
+        cost = tl.bytes_cost(pipe, w, h, sel.coarse, sel.kept.shape, sel.dc)
         try:
             kept = tl.random_kept(sel.kept.shape, sel.tokens, cost, budget_limit(BudgetConfig("bpp", t), w, h), rng)
         except BudgetTooSmall:
             add("tokencast-random", t, None, None, note="budget below an empty frame")
         else:
-            sent = tl.send(sel.tokens, kept, w, h, mtu, tid, sel.coarse)
+            sent = tl.send(sel.tokens, kept, w, h, mtu, tid, sel.coarse, sel.dc)
             recon, _ = tl.receive(codec, sent.fragments, kept.shape, w, h, seed)
             add("tokencast-random", t, recon, sent.size, kept_fraction=float(kept.mean()), scale=sel.scale)
         for cname, c in codecs.items():

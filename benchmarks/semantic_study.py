@@ -124,6 +124,7 @@ def run_study(codec, pipe, paths: list[Path], ratios: list[float], max_side: int
               labels: Path | None = None, classes: set[int] | None = None, desc: str = PROG) -> dict:
     from benchmarks.tokencast_link import reconstruct
     from edge.complexity import pad_to_multiple
+    from link.dc import block_means
 
     tallies: dict[str, DetectionTally] = defaultdict(DetectionTally)
     rng = np.random.default_rng(seed)
@@ -144,9 +145,10 @@ def run_study(codec, pipe, paths: list[Path], ratios: list[float], max_side: int
         layered = hasattr(codec, "coarse_levels")
         grid, coarse = pipe.encode_layers(pad_to_multiple(im, 16 if layered else pipe.config.factor))
         grid = grid[: -(-h // pipe.config.factor), : -(-w // pipe.config.factor)]
+        means = block_means(im) if coarse is not None and pipe.config.block_means else None
         for ratio in ratios:
             for method, kept in masks_for(pipe, im, inst, grid, ratio, rng).items():
-                recon = reconstruct(codec, grid, kept, w, h, seed, coarse)
+                recon = reconstruct(codec, grid, kept, w, h, seed, coarse, means)
                 pred = pipe.segmenter.segment(recon)
                 if labels is not None:
                     pred = [i for i in pred if i.class_id in (classes or {0})]

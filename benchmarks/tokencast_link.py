@@ -22,6 +22,7 @@ from edge.recoverability import Recoverability
 from edge.runtime import InferenceBackend, TensorSpec
 from edge.sampler import BudgetConfig, BudgetTooSmall, SizeFn
 from edge.segmenter import SegmenterConfig, create_segmenter
+from link.dc import correct as correct_means
 from link.entropy import default_prior
 from link.frame import Frame
 from link.packet import pack
@@ -120,8 +121,8 @@ def random_kept_ratio(shape: tuple[int, int], keep: float, rng: np.random.Genera
 
 
 def bytes_cost(pipe: EdgePipeline, width: int, height: int, coarse: np.ndarray | None = None,
-               grid: tuple[int, int] | None = None) -> SizeFn:
-    return link_cost_fn(width, height, "bytes", pipe.config.tokenizer_id, pipe.config.packet, coarse, grid)
+               grid: tuple[int, int] | None = None, dc: np.ndarray | None = None) -> SizeFn:
+    return link_cost_fn(width, height, "bytes", pipe.config.tokenizer_id, pipe.config.packet, coarse, grid, dc)
 
 
 @dataclass
@@ -135,13 +136,13 @@ class Sent:
 
 
 def send(grid: np.ndarray, kept: np.ndarray, width: int, height: int, mtu: int = 222,
-         tokenizer_id: int = 1, coarse: np.ndarray | None = None) -> Sent:
+         tokenizer_id: int = 1, coarse: np.ndarray | None = None, dc: np.ndarray | None = None) -> Sent:
     """Sealed fragments of one frame, as the edge puts them on the air (two-layer frames: with
     their coarse layer, ``tokenizer_id`` 3)."""
     if coarse is not None and tokenizer_id == 1:
         tokenizer_id = 3
     frame = Frame.from_index_grid(grid, kept, device_id=DEVICE_ID, counter=1, capture_ms=0, width=width,
-                                  height=height, tokenizer_id=tokenizer_id, coarse=coarse)
+                                  height=height, tokenizer_id=tokenizer_id, coarse=coarse, dc=dc)
     # The shipped prior, as the edge packer uses: the budget was sized with it.
     return Sent(pack(frame, mtu=mtu, sealer=Sealer(KEY, DEVICE_ID), prior=default_prior(tokenizer_id)), frame)
 
@@ -170,10 +171,11 @@ def receive(codec: Codec, fragments: list[bytes], shape: tuple[int, int], width:
 
 
 def reconstruct(codec: Codec, grid: np.ndarray, kept: np.ndarray, width: int, height: int,
-                seed: int = 0, coarse: np.ndarray | None = None) -> np.ndarray:
+                seed: int = 0, coarse: np.ndarray | None = None, dc: np.ndarray | None = None) -> np.ndarray:
     """Image from a token grid where only ``kept`` is known (no channel); two-layer codecs also
     take the (complete) coarse layer."""
     if coarse is not None:
-        return codec.reconstruct([np.where(kept, grid, 0)], [kept], [coarse], [np.ones(coarse.shape[1:], bool)],
-                                 [(height, width)], seed=seed)[1][0]
+        img = codec.reconstruct([np.where(kept, grid, 0)], [kept], [coarse], [np.ones(coarse.shape[1:], bool)],
+                                [(height, width)], seed=seed)[1][0]
+        return img if dc is None else correct_means(img, dc)
     return codec.reconstruct([np.where(kept, grid, 0)], [kept], [(height, width)], seed=seed)[1][0]
