@@ -45,6 +45,8 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.latency = Histogram("tokencast_frame_latency_seconds", "First fragment received -> frame stored",
                                  buckets=(0.05, 0.1, 0.3, 1, 3, 10, 30, 100), registry=r)
+        self.degraded = Counter("tokencast_frames_degraded_total",
+                                "Delta frames restored without their reference (missing or mismatched)", registry=r)
         self.queue_depth = Gauge("tokencast_queue_depth", "Frames staged and not yet stored", registry=r)
         self.held = Gauge("tokencast_unacked_messages", "Messages held unacknowledged (store unavailable)",
                           registry=r)

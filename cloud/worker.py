@@ -372,6 +372,7 @@ class Worker:
             why.append(reason)
             if reason is not None:
                 self.stats.degraded += 1
+                self.metrics.degraded.inc()
         return inputs, why
 
     def _accepted(self, rec: FrameRecord) -> None:

@@ -90,7 +90,7 @@ def test_missing_reference_restores_without_it_and_marks_degraded(setup, caplog)
     assert rec.degraded and store.get_frame(DEV, 3).degraded
     assert np.array_equal(call["known"], corner()) and not call["ck"].any()  # coarse unknown everywhere
     assert "reference 2 not in the store" in caplog.text
-    assert worker.stats.degraded == 1
+    assert worker.stats.degraded == 1 and worker.metrics.value("tokencast_frames_degraded_total") == 1
 
 
 def test_a_delta_never_references_another_delta(setup):
