@@ -76,6 +76,8 @@ def run_stream(frames: list[np.ndarray], rois: list[np.ndarray], pipeline: Any, 
                 counter = i + 1
                 t0 = time.perf_counter()
                 sel = selector.select(img, budget)
+                if sel is None:  # only an event trigger declines a picture; the benchmark sets none
+                    raise RuntimeError(f"frame {i}: the selector sent nothing (event trigger configured?)")
                 fragments = list(packer(sel, counter, 1_700_000_000_000 + i).fragments)
                 selector.queued(sel, counter)
                 t1 = time.perf_counter()
