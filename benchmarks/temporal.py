@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
                              label, bar)
             per_frame[label] = res.rows
             results[label] = {"budget": budget, "loss": loss, **summarize(res.rows)}
+            args.out.mkdir(parents=True, exist_ok=True)  # what is done survives a failure further on
+            write_json(args.out / "temporal_partial.json", {"results": results, "per_frame": per_frame})
     # the video codec at the delta stream's bytes/frame
     target = results["delta"]["bytes_per_frame"]
     qs = list(range(30, 52, 3)) + [51] if args.codec == "hevc" else list(range(40, 64, 3)) + [63]

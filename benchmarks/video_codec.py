@@ -82,7 +82,9 @@ def encode(frames: list[np.ndarray], codec: str, q: int, gop: int, scale: int = 
     with av.open(buf, "r") as inp:
         for frame in inp.decode(video=0):
             rgb = frame.to_ndarray(format="rgb24")
-            decoded.append(rgb if scale == 1 else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC))
+            if rgb.shape[:2] != (h, w):  # half/quarter size, or a decoder that did not crop its padding
+                rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
+            decoded.append(rgb)
     if len(decoded) != len(frames) or len(sizes) != len(frames):
         raise RuntimeError(f"{codec}: {len(frames)} frames in, {len(sizes)} packets and {len(decoded)} frames out")
     return Coded(codec, q, scale, sizes, decoded)
