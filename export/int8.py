@@ -30,7 +30,8 @@ provider it is slower than FP32 (encoder 355 vs 306 ms, YOLOX 36 vs 18 ms, one x
 VNNI): with no Q after a Conv, ORT cannot fuse DQ -> Conv -> Q into QLinearConv, so it
 dequantizes every activation and weight and runs the float Conv anyway, plus the Q/DQ work.
 ``target="cpu"`` therefore quantizes every op's inputs and outputs (Conv, SiLU's Sigmoid and
-Mul, Add, ...) so each Conv becomes one QLinearConv, with uint8 asymmetric activations (ORT's
+Mul, Add, ...; for code-picking graphs the Convs' only, so that the conv-by-conv fallback
+governs every rounding) so each Conv becomes one QLinearConv, with uint8 asymmetric activations (ORT's
 fast U8S8 kernels; signed-signed activations were 2x slower again) and int8 symmetric
 per-channel weights: encoder 124 ms vs 306 ms FP32 at the same calibration, before the
 sensitivity fallback restores agreement.
@@ -133,10 +134,12 @@ def agreement(path: Path, feeds: Sequence[Feed], output: str | Sequence[str], re
 class _Quantizer:
     """``quantize_static`` on one pre-processed graph; calibration runs once and is cached."""
 
-    def __init__(self, pre: Path, feeds: Sequence[Feed], cache: Path, target: str = "tensorrt") -> None:
+    def __init__(self, pre: Path, feeds: Sequence[Feed], cache: Path, target: str = "tensorrt",
+                 convs_only: bool = False) -> None:
         if target not in TARGETS:
             raise ValueError(f"int8 target {target!r}; valid: {', '.join(TARGETS)}")
         self.pre, self.feeds, self.cache, self.target = pre, feeds, cache, target
+        self.convs_only = convs_only
 
     def __call__(self, out_path: Path, excluded: Sequence[str]) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -146,7 +149,8 @@ class _Quantizer:
             str(self.pre), str(out_path), ListReader(self.feeds),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
             weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.Percentile,
-            nodes_to_exclude=list(excluded), op_types_to_quantize=None if cpu else list(QUANTIZED_OPS),
+            nodes_to_exclude=list(excluded),
+            op_types_to_quantize=None if cpu and not self.convs_only else list(QUANTIZED_OPS),
             extra_options=dict(CPU_OPTIONS if cpu else QUANT_OPTIONS), calibration_cache_path=str(self.cache),
         )
 
@@ -193,7 +197,9 @@ def to_int8(fp32_path: Path, out_path: Path, feeds: Sequence[Feed], *, exclude_t
         model = name_nodes(onnx.load(str(pre)))
         onnx.save(model, str(pre))
         excluded = excluded_nodes(model, exclude_tails_of, last_conv=code_target is not None)
-        quantize = _Quantizer(pre, feeds, tmp / "ranges.json", target)
+        # A code-picking graph's fallback keeps convs float one by one; a quantized SiLU or Add beside
+        # a float conv would still round, so there only the convs (inputs and outputs) are quantized.
+        quantize = _Quantizer(pre, feeds, tmp / "ranges.json", target, convs_only=code_target is not None)
         if code_target is not None:
             session = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
             if code_target.also:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = 1
-EXPORT_VERSION = 3  # bump when a change here alters exported bytes, to invalidate caches
+EXPORT_VERSION = 4  # bump when a change here alters exported bytes, to invalidate caches
 REQUIRED_ENTRY_KEYS = ("file", "sha256", "opset", "inputs", "size_bytes", "latency_ms_median", "accuracy",
                        "status", "cache_key")
 # Preference for the recommended engine: smallest/fastest first among those that pass.
