@@ -102,6 +102,7 @@ class WorkerStats:
     batches: int = 0
     busy_s: float = 0.0  # restore + decode + store time
     degraded: int = 0  # delta frames restored without their reference (cloud.references)
+    deferred: int = 0  # delta frames put back to wait for their reference
 
 
 def load_priors(tokenizer_ids: list[int], directory: object) -> dict[int, PriorCode]:
@@ -318,7 +319,7 @@ class Worker:
                 log.warning("rejected frame %s (%s): %s", c.key, exc.reason, exc)
         # Key frames first: a delta frame in the same batch as its reference then finds it stored.
         keys = [f for f in frames if not is_delta(f)]
-        deltas = [f for f in frames if is_delta(f)]
+        deltas = self._defer([f for f in frames if is_delta(f)], keys, now, force)
         stored: list[FrameRecord] = []
         restore_s = store_s = 0.0
         for i, group in enumerate((keys, deltas)):
@@ -357,6 +358,29 @@ class Worker:
             store_s += time.perf_counter() - t1
         self._log_batch(stored, len(claims), restore_s, store_s)
         return len(claims), stored
+
+    def _defer(self, deltas: list[ReceivedFrame], keys: list[ReceivedFrame], now: float,
+               force: bool) -> list[ReceivedFrame]:
+        """Delta frames whose reference may still come: it is neither stored nor in this batch, and
+        the delta is younger than the reassembly timeout (a key frame that lost a fragment waits
+        that long, while the deltas after it may complete sooner). They keep their claim, so they
+        come back when its lease runs out, and are restored then, degraded if the reference never
+        came. ``force`` (drain, shutdown) restores them now."""
+        if force:
+            return deltas
+        batch = {(f.device_id, f.counter) for f in keys}
+        out = []
+        for f in deltas:
+            ref = (f.device_id, f.ref_counter)
+            young = now - f.first_seen < self.cfg.reassembly.timeout_s
+            if (young and ref not in batch and f.ref_counter is not None
+                    and self.store.get_reference(*ref) is None and not self.store.has_frame(*ref)):
+                self.stats.deferred += 1
+                log.info("device %d frame %d waits for its reference %d (claim kept for %.0f s)", f.device_id,
+                         f.counter, f.ref_counter, self.cfg.reassembly.lease_s)
+                continue
+            out.append(f)
+        return out
 
     def _resolve(self, frames: list[ReceivedFrame]) -> tuple[list[ReceivedFrame], list[str | None]]:
         """Delta frames resolved against their stored references (``cloud.references``); key

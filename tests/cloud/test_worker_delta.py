@@ -145,3 +145,32 @@ def test_lost_coarse_cells_of_a_key_frame_stay_unknown_for_its_deltas(setup):
     (rec,) = worker.drain()
     ck = codec.calls[-1]["ck"]
     assert not rec.degraded and ck.any() and not ck.all()
+
+
+def test_a_delta_waits_for_a_late_key_frame_instead_of_degrading(cfg):
+    t = [1000.0]
+    codec = RecordingCodec()
+    with make_store(cfg.store) as store:
+        worker = Worker(cfg, store, {3: codec}, clock=lambda: t[0])
+        key = pack(key_frame(1), mtu=60, sealer=Sealer(device_key(DEV), DEV))
+        worker.submit(key[0])  # the key frame loses its tail for now...
+        send(worker, delta_frame(2, 1, corner()))  # ...and its delta completes first
+        assert worker.process() == [] and worker.stats.deferred == 1
+        for f in key[1:]:
+            worker.submit(f)  # the rest of the key frame arrives
+        t[0] += 1
+        assert [r.counter for r in worker.process()] == [1]
+        t[0] += cfg.reassembly.lease_s + 1  # the delta's claim runs out
+        (rec,) = worker.process()
+        assert rec.counter == 2 and not rec.degraded
+
+
+def test_a_reference_that_never_comes_degrades_the_delta_after_the_timeout(cfg):
+    t = [1000.0]
+    with make_store(cfg.store) as store:
+        worker = Worker(cfg, store, {3: RecordingCodec()}, clock=lambda: t[0])
+        send(worker, delta_frame(2, 1, corner()))
+        assert worker.process() == []
+        t[0] += cfg.reassembly.lease_s + 1
+        (rec,) = worker.process()
+        assert rec.degraded and worker.stats.deferred == 1
