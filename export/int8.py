@@ -26,15 +26,16 @@ Why the rest is shaped so (measured on the trained f8/k1024 tokenizer, 4 photos 
   most costly conv until it holds. The rest stay float, and the count goes in the manifest.
 
 Two placements, one per runtime (``target``). The one above is TensorRT's. On ONNX Runtime's CPU
-provider it is slower than FP32 (encoder 355 vs 306 ms, YOLOX 36 vs 18 ms, one x86 core with
-VNNI): with no Q after a Conv, ORT cannot fuse DQ -> Conv -> Q into QLinearConv, so it
+provider it is slower than FP32 (encoder 355 vs 306 ms, YOLOX 36 vs 18 ms, one thread on an x86
+core with VNNI, timed side by side on a shared machine): with no Q after a Conv, ORT cannot fuse DQ -> Conv -> Q into QLinearConv, so it
 dequantizes every activation and weight and runs the float Conv anyway, plus the Q/DQ work.
 ``target="cpu"`` therefore quantizes every op's inputs and outputs (Conv, SiLU's Sigmoid and
 Mul, Add, ...; for code-picking graphs the Convs' only, so that the conv-by-conv fallback
 governs every rounding) so each Conv becomes one QLinearConv, with uint8 asymmetric activations (ORT's
 fast U8S8 kernels; signed-signed activations were 2x slower again) and int8 symmetric
-per-channel weights: encoder 124 ms vs 306 ms FP32 at the same calibration, before the
-sensitivity fallback restores agreement.
+per-channel weights: encoder 124 ms (all ops) / 137 ms (convs only) vs 306 ms FP32 at the same
+calibration, before the sensitivity fallback restores agreement (the shipped encoder then keeps
+0.972 token agreement at 444 vs 540 ms; benchmarks/results/README.md).
 """
 
 from __future__ import annotations
