@@ -173,7 +173,7 @@ class RestoreSettings:
 
 @dataclass
 class ModelConfig:
-    tokenizer_ids: list[int] = field(default_factory=lambda: [1])  # frames with other ids are rejected
+    tokenizer_ids: list[int] = field(default_factory=lambda: [1, 3])  # frames with other ids are rejected
     device: Literal["auto", "cpu", "cuda"] = "auto"
     random_init: bool = False  # tests and smoke runs without shipped weights
 

@@ -37,7 +37,9 @@ from .segmenter import Instance, Segmenter, SegmenterConfig, create_segmenter
 log = logging.getLogger(__name__)
 
 # Shipped beside the models package (installed with every extra; only torch is left out).
-DEFAULT_ENCODER = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "tc-vq-f8-k1024.encoder.onnx"
+# Tokenizer v2 (id 3): coarse layer + fine tokens, wire v2. Tokenizer 1 (fine tokens only, wire
+# v1) stays selectable with its own encoder, tc-vq-f8-k1024.encoder.onnx.
+DEFAULT_ENCODER = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "tc-vq2-f16c-f8.encoder.onnx"
 
 
 @dataclass
@@ -61,7 +63,7 @@ class PacketConfig:
 class PipelineConfig:
     encoder: Path = DEFAULT_ENCODER
     encoder_runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    tokenizer_id: int = 1
+    tokenizer_id: int = 3
     factor: int = 8
     codebook_size: int = 1024
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

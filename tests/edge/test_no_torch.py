@@ -21,13 +21,14 @@ def test_edge_import_and_pipeline_leave_torch_out(graphs):
         from edge.pipeline import EdgePipeline, PipelineConfig
         from edge.sampler import BudgetConfig
 
-        cfg = PipelineConfig(encoder={str(graphs["encoder"])!r}, budget=BudgetConfig("bytes", 300))
+        # the shipped defaults: the two-layer encoder (wire v2) with its block means and range coding
+        cfg = PipelineConfig(budget=BudgetConfig("bytes", 600))
         cfg.recoverability.scorer = {str(graphs["scorer"])!r}
         cfg.segmenter.hog_upscale = 1.0
         img = np.random.default_rng(0).integers(0, 255, (160, 200, 3), dtype=np.uint8)
         with EdgePipeline.from_config(cfg) as pipe:
             sel = pipe.select(img)
-        assert sel.size_bytes <= 300, sel.size_bytes
+        assert sel.size_bytes <= 600 and sel.coarse is not None and sel.dc is not None, sel.size_bytes
         loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
         print("TORCH:", loaded)
         """

@@ -36,6 +36,7 @@ loop = {str(loop).lower()}
 interval_s = 300.0
 [pipeline]
 encoder = "{encoder}"
+tokenizer_id = 1
 [pipeline.segmenter]
 backend = "none"
 [pipeline.recoverability]

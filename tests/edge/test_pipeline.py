@@ -23,6 +23,7 @@ def fake_cost(width: int, height: int, unit: str):
 
 
 def config(graphs, **kw) -> PipelineConfig:
+    kw.setdefault("tokenizer_id", 1)  # the tiny test encoder is one-layer (wire v1)
     cfg = PipelineConfig(encoder=graphs["encoder"], budget=BudgetConfig("bytes", 1500), **kw)
     cfg.segmenter.backend = "none"
     cfg.recoverability.scorer = graphs["scorer"]

@@ -218,6 +218,7 @@ loop = {str(loop).lower()}
 interval_s = 0.2
 [pipeline]
 encoder = "{encoder}"
+tokenizer_id = 1
 [pipeline.segmenter]
 backend = "none"
 [pipeline.recoverability]

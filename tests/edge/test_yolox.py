@@ -198,7 +198,7 @@ def test_config_class_weights_change_the_kept_tokens(graphs, astronaut):
 
     def kept(weights: dict[str, float]):
         cfg = from_dict(PipelineConfig, {"importance": {"class_weights": weights, "default_weight": 0.0}})
-        cfg.encoder, cfg.budget = graphs["encoder"], BudgetConfig("bytes", 700)
+        cfg.encoder, cfg.budget, cfg.tokenizer_id = graphs["encoder"], BudgetConfig("bytes", 700), 1
         cfg.recoverability.scorer = graphs["scorer"]
         with EdgePipeline.from_config(cfg) as pipe:
             assert pipe.config.segmenter.backend == "yolox"
@@ -243,6 +243,7 @@ source = "images"
 path = "cam"
 [pipeline]
 encoder = "{tmp_path / 'encoder.onnx'}"
+tokenizer_id = 1
 [pipeline.recoverability]
 scorer = "{tmp_path / 'no-scorer.onnx'}"
 [pipeline.budget]
