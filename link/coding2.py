@@ -384,17 +384,29 @@ def require(models: ContextModels | None, spec: TokenizerSpec, coding: int) -> C
 
 # ---------------------------------------------------------------- block means (link.dc)
 
-# Discrete Laplace scales of the prediction residuals, in quantisation steps (Y, Cb, Cr),
-# measured on the training images' 32x32 block means with the MED predictor.
-DC_SCALES = (1.9, 0.7, 0.65)
+# Discrete Laplace scales of the prediction residuals, in quantisation steps. Each coarse fragment
+# picks one per channel (2 bits each, sent first): block means of a flat sky and of a city differ
+# by far more than one fixed table can serve (on the training images the mean |residual| was
+# 1.9 / 0.7 / 0.65 steps for Y / Cb / Cr; on a saturated studio portrait about twice that).
+DC_SCALES = (0.5, 1.0, 2.0, 4.0)
 DC_SPAN = 64  # residuals lie in [-64, 64]
 
 
 @functools.cache
 def _dc_coders() -> list:
+    """[uniform over the 4 scale choices] + [Laplace(scale k) for k in DC_SCALES] (shared by channels)."""
     r = np.arange(-DC_SPAN, DC_SPAN + 1)
-    return [constriction.stream.model.Categorical(np.exp(-np.abs(r) / s).astype(np.float32), perfect=False)
-            for s in DC_SCALES]
+    return ([constriction.stream.model.Categorical(np.full(len(DC_SCALES), 0.25, np.float32), perfect=False)]
+            + [constriction.stream.model.Categorical(np.exp(-np.abs(r) / sc).astype(np.float32), perfect=False)
+               for sc in DC_SCALES])
+
+
+@functools.cache
+def _dc_costs() -> np.ndarray:
+    """(len(DC_SCALES), 2 * DC_SPAN + 1) bits of each residual under each scale."""
+    r = np.arange(-DC_SPAN, DC_SPAN + 1)
+    p = np.exp(-np.abs(r)[None] / np.asarray(DC_SCALES)[:, None])
+    return -np.log2(p / p.sum(axis=1, keepdims=True))
 
 
 def _dc_pred(vals: np.ndarray, k: int, ch: int, left: np.ndarray, up: np.ndarray, ul: np.ndarray) -> int:
@@ -409,24 +421,45 @@ def _dc_pred(vals: np.ndarray, k: int, ch: int, left: np.ndarray, up: np.ndarray
     return dc.MID[ch]
 
 
-def dc_symbols(values: np.ndarray, cells: np.ndarray, dw: int) -> tuple[np.ndarray, np.ndarray]:
-    """(symbols, channel of each): prediction residuals of the fragment's dc cells, cell-major."""
+def _dc_residuals(values: np.ndarray, cells: np.ndarray, dw: int) -> np.ndarray:
+    """(n, 3) residual symbols (offset by DC_SPAN) of the fragment's dc cells."""
     left, up, ul = dc.predict_neighbours(cells, dw)
-    syms, chans = [], []
+    out = np.zeros((cells.size, 3), dtype=np.int64)
     for k in range(cells.size):
         for ch in range(3):
-            syms.append(int(values[ch, k]) - _dc_pred(values, k, ch, left, up, ul) + DC_SPAN)
-            chans.append(ch)
-    return np.asarray(syms, dtype=np.int64), np.asarray(chans, dtype=np.int64)
+            out[k, ch] = int(values[ch, k]) - _dc_pred(values, k, ch, left, up, ul) + DC_SPAN
+    return out
+
+
+def dc_bits(values: np.ndarray, cells: np.ndarray, dw: int) -> np.ndarray:
+    """Estimated bits of each dc cell (best scale per channel over these cells), for planning."""
+    if not cells.size:
+        return np.zeros(0)
+    res = _dc_residuals(values[:, cells] if values.shape[1] != cells.size else values, cells, dw)
+    costs = _dc_costs()[:, res]  # (scales, n, 3)
+    best = costs.sum(axis=1).argmin(axis=0)  # per channel
+    return costs[best, :, np.arange(3)].T.sum(axis=1)
+
+
+def dc_symbols(values: np.ndarray, cells: np.ndarray, dw: int) -> tuple[np.ndarray, np.ndarray]:
+    """(symbols, coder ids): three scale choices, then the residuals cell-major."""
+    res = _dc_residuals(values, cells, dw)
+    scale = _dc_costs()[:, res].sum(axis=1).argmin(axis=0)  # (3,)
+    syms = np.concatenate([scale, res.ravel()])
+    ids = np.concatenate([np.zeros(3, np.int64), np.tile(1 + scale, cells.size)])
+    return syms.astype(np.int64), ids.astype(np.int64)
 
 
 def decode_dc(r: _Reader, cells: np.ndarray, dw: int) -> np.ndarray:
     left, up, ul = dc.predict_neighbours(cells, dw)
     out = np.zeros((3, cells.size), dtype=np.int64)
     coders = _dc_coders()
+    scale = [r.fixed(coders[0]) for _ in range(3)]
+    if max(scale) >= len(DC_SCALES):
+        raise MalformedPacket(f"block-mean scale choice {max(scale)} out of range")
     for k in range(cells.size):
         for ch in range(3):
-            v = _dc_pred(out, k, ch, left, up, ul) + r.fixed(coders[ch]) - DC_SPAN
+            v = _dc_pred(out, k, ch, left, up, ul) + r.fixed(coders[1 + scale[ch]]) - DC_SPAN
             if not 0 <= v < dc.LEVELS[ch]:
                 raise MalformedPacket(f"block mean {v} outside channel {ch}'s {dc.LEVELS[ch]} levels")
             out[ch, k] = v

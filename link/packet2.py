@@ -36,6 +36,9 @@ def default_models(tokenizer_id: int) -> ContextModels | None:
     return coding2.load_models(get_tokenizer(tokenizer_id), 1)
 
 
+SEARCH = 4  # extra encodes per fragment to fill it towards the MTU
+
+
 @dataclass(frozen=True)
 class SlicePlan2:
     layer: int
@@ -96,7 +99,8 @@ class LayerPlanner:
             c = self.levels.shape[0]
             bits = -np.log2(probs[np.arange(syms.size), syms].astype(np.float64) + 1e-12).reshape(-1, c).sum(1)
             if self.dc is not None:
-                bits[self._dc_anchor_positions()] += 9.0  # about what a predicted block mean costs
+                cells = dc.anchors(0, self.n, self.width, self.coarse_h)
+                bits[self._dc_anchor_positions()] += coding2.dc_bits(self.dc, cells, self.dc_w)
         else:
             idx = self.frame.indices
             (ms, mp), (s, ctx) = coding2.fine_symbols(self.kf, idx, 0, self.width, self.models)
@@ -132,28 +136,43 @@ class LayerPlanner:
         return max(s + 1, min(self.n, e))
 
     def plan(self) -> list[SlicePlan2]:
-        """Each fragment: the estimate's longest fitting slice (a word of slack), encoded once;
-        one extension by the bytes still free; shrunk by halving in the rare case it overflows.
-        About two encodes per fragment, deterministic, so ``wire_size`` and ``pack`` agree."""
+        """Each fragment: the estimate's longest fitting slice (a word of slack), encoded; if it
+        overflows, or leaves room, a bisection between a fitting and an overflowing end, started
+        from the estimate's slope and capped at ``SEARCH`` encodes. Deterministic, so
+        ``wire_size`` and ``pack`` agree."""
         plans: list[SlicePlan2] = []
         s = 0
         while s < self.n:
             e = self._guess(s)
             best = self.exact(s, e)
-            while best.size > self.mtu:
-                if e == s + 1:
-                    raise LimitExceeded(f"mtu {self.mtu} cannot hold even one position (needs {best.size} bytes)")
-                e = s + max(1, (e - s) // 2)
-                best = self.exact(s, e)
-            if e < self.n and best.size < self.mtu:
+            lo, hi = (e, None) if best.size <= self.mtu else (None, e)
+            if lo is None:  # overflow: halve until it fits
+                while best.size > self.mtu:
+                    if e == s + 1:
+                        raise LimitExceeded(f"mtu {self.mtu} cannot hold even one position (needs {best.size} bytes)")
+                    hi, e = e, s + max(1, (e - s) // 2)
+                    best = self.exact(s, e)
+                lo = e
+            elif e < self.n:  # room left: one jump by the estimate's slope
                 per = max((self.est[e] - self.est[s]) / (e - s), 1e-3)
-                grow = int((self.mtu - best.size) * 8 / per)
-                if grow > 0:
-                    cand = self.exact(s, min(self.n, e + grow))
-                    if cand.size <= self.mtu:
-                        best, e = cand, min(self.n, e + grow)
+                cand_e = min(self.n, e + max(1, int((self.mtu - best.size) * 8 / per)))
+                cand = self.exact(s, cand_e)
+                if cand.size <= self.mtu:
+                    lo, best = cand_e, cand
+                    hi = None if cand_e < self.n else hi
+                else:
+                    hi = cand_e
+            for _ in range(SEARCH):
+                if hi is None or hi - lo <= 1:
+                    break
+                mid = (lo + hi) // 2
+                cand = self.exact(s, mid)
+                if cand.size <= self.mtu:
+                    lo, best = mid, cand
+                else:
+                    hi = mid
             plans.append(best)
-            s = e
+            s = lo
         return plans
 
     def estimate(self) -> float:
