@@ -22,6 +22,7 @@ airtime at SF7/222 B and SF10/51 B, frames per hour at 1% duty cycle) and DIR/te
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mtu", type=int, default=222, help="fragment MTU for the stream (default 222, SF7)")
     p.add_argument("--random-init", action="store_true", help="untrained models (smoke tests only)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the conditions DIR/temporal_partial.json already holds (same arguments)")
     return p
 
 
@@ -168,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
     ] + [(f"independent_{b}", TemporalConfig(enabled=True, key_interval=1), b, 0.0) for b in args.ladder]
     results: dict[str, Any] = {}
     per_frame: dict[str, list[dict[str, Any]]] = {}
+    partial = args.out / "temporal_partial.json"
+    if args.resume and partial.is_file():
+        done = json.loads(partial.read_text())
+        results, per_frame = done["results"], done["per_frame"]
+        runs = [r for r in runs if r[0] not in results]
     t0 = time.time()
     with tqdm(total=len(runs) * len(frames), desc=PROG, unit="frame") as bar:
         for label, tcfg, budget, loss in runs:

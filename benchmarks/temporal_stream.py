@@ -93,6 +93,10 @@ def run_stream(frames: list[np.ndarray], rois: list[np.ndarray], pipeline: Any, 
                     with Image.open(paths.image) as im:  # type: ignore[union-attr]
                         shown = np.asarray(im.convert("RGB"))[: img.shape[0], : img.shape[1]]
                 picture = shown if shown is not None else np.zeros_like(img)
+                resized = picture.shape != img.shape
+                if resized:  # a frame coded at 1/2 or 1/4 size whose size-carrying fragment was lost
+                    picture = np.asarray(Image.fromarray(picture).resize((img.shape[1], img.shape[0]),
+                                                                         Image.Resampling.BICUBIC))
                 sizes = [len(f) for f in fragments]
                 sizes51 = [p.size for p in plan2(_frame_of(sel, counter), mtu=SF10.mtu, tag_len=TAG)]
                 out.rows.append({
@@ -103,7 +107,7 @@ def run_stream(frames: list[np.ndarray], rois: list[np.ndarray], pipeline: Any, 
                     "airtime_sf7_s": airtime(sizes, SF7), "bytes_mtu51": sum(sizes51),
                     "airtime_sf10_s": airtime(sizes51, SF10),
                     "psnr": psnr(img, picture), "roi_psnr": masked_psnr(img, picture, roi),
-                    "edge_s": t1 - t0, "cloud_s": t2 - t1,
+                    "edge_s": t1 - t0, "cloud_s": t2 - t1, "scale": sel.scale, "resized_for_scoring": resized,
                 })  # fmt: skip
                 if progress is not None:
                     progress.update(1)
