@@ -53,6 +53,8 @@ PROG = "latency_power"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
 STAGES = ("encode", "detect", "score", "select", "pack")
+V1_ENCODER = DEFAULT_ENCODER.with_name("tc-vq-f8-k1024.encoder.onnx")  # tokenizer 1, wire v1
+
 STAGE_NAMES = {"segment": "detect"}  # the pipeline's segment timing is the detector + its masks
 
 
@@ -227,7 +229,8 @@ def measure(pipe: EdgePipeline, images: list[np.ndarray], seconds: float, budget
         im = images[n % len(images)]
         t = time.perf_counter()
         sel = pipe.select(im, budget)
-        frame = Frame(1, n, 0, sel.width, sel.height, sel.tokenizer_id, sel.grid_h, sel.grid_w, sel.kept, sel.indices)
+        frame = Frame(1, n, 0, sel.width, sel.height, sel.tokenizer_id, sel.grid_h, sel.grid_w, sel.kept, sel.indices,
+                      coarse=sel.coarse, dc=sel.dc)
         tp = time.perf_counter()
         pack(frame, mtu=mtu, sealer=sealer, prior=default_prior(frame.tokenizer_id))
         end = time.perf_counter()
@@ -258,7 +261,7 @@ class EngineNotBuilt(LookupError):
     """A precision asked for has no file: not in the manifest, or the manifest is missing."""
 
 
-def engine_files(engines: Path, precision: str, backend: str) -> tuple[Path, Path | None]:
+def engine_files(engines: Path, precision: str, backend: str, encoder_name: str = "encoder2") -> tuple[Path, Path | None]:
     """(encoder, scorer or None) of ``precision`` as build_engines.py recorded them in ``engines``.
 
     fp32 without a manifest is the shipped encoder and scorer, so a camera with no engines built
@@ -268,17 +271,18 @@ def engine_files(engines: Path, precision: str, backend: str) -> tuple[Path, Pat
         models = json.loads(manifest.read_text()).get("models", {})
     except (OSError, ValueError):
         if precision == "fp32":
-            return DEFAULT_ENCODER, DEFAULT_SCORER if DEFAULT_SCORER.is_file() else None
+            default = DEFAULT_ENCODER if encoder_name == "encoder2" else V1_ENCODER
+            return default, DEFAULT_SCORER if DEFAULT_SCORER.is_file() else None
         raise EngineNotBuilt(f"{precision}: no {manifest}; build it with "
                              f"python export/build_engines.py --out {engines}") from None
     found: dict[str, Path | None] = {}
-    for name in ("encoder", "scorer"):
+    for name in (encoder_name, "scorer"):
         entry = models.get(name, {}).get("engines", {}).get(precision, {})
         if backend == "tensorrt":
             entry = entry.get("tensorrt") or {}
         ok = entry.get("file") and entry.get("status", "ok") != "failed" and (engines / entry["file"]).is_file()
         found[name] = engines / entry["file"] if ok else None
-    encoder = found["encoder"]
+    encoder = found[encoder_name]
     if encoder is None:
         raise EngineNotBuilt(f"{precision}: {manifest} has no usable {backend} encoder file for {precision}; "
                              f"rebuild with python export/build_engines.py --out {engines} --precision {precision}"
@@ -355,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duty-cycle", type=float, default=0.01)
     p.add_argument("--limit", type=int, default=8)
     p.add_argument("--quick", action="store_true", help="2 s per precision, 0.5 s idle")
-    p.add_argument("--random-init", action="store_true", help="a random stub encoder (tests)")
+    p.add_argument("--random-init", action="store_true", help="a random stub encoder (tests; one-layer, tokenizer 1)")
+    p.add_argument("--tokenizer", type=int, choices=(1, 3), default=3,
+                   help="3: the two-layer encoder (encoder2, wire v2, default); 1: the one-layer encoder (wire v1)")
     return p
 
 
@@ -393,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     frames: list[Frame] = []
     for precision in args.precision:
         scorer: Path | None = DEFAULT_SCORER
+        tid = 1 if args.random_init else args.tokenizer
         if args.random_init:
             encoder = write_stub_encoder(args.out / "stub_encoder.onnx")
             notes.append("--random-init: a random stub ONNX encoder; latencies are not the tokenizer's.")
@@ -406,11 +413,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
         else:
             try:
-                encoder, scorer = engine_files(args.engines, precision, args.backend)
+                encoder, scorer = engine_files(args.engines, precision, args.backend,
+                                               "encoder2" if tid == 3 else "encoder")
             except EngineNotBuilt as exc:
                 notes.append(f"{exc}")
                 continue
-        config = PipelineConfig(encoder=encoder, encoder_runtime=RuntimeConfig(backend=args.backend))
+        config = PipelineConfig(encoder=encoder, encoder_runtime=RuntimeConfig(backend=args.backend), tokenizer_id=tid)
         config.recoverability.scorer = scorer
         if scorer is not None and args.backend == "tensorrt":
             config.recoverability.runtime = RuntimeConfig(backend="tensorrt")

@@ -137,7 +137,7 @@ def test_latency_power_each_precision(engines: Path, work: Path):
     assert p.returncode == 0, p.stderr[-3000:]
     runs = json.loads((out / "latency.json").read_text())["runs"]
     assert [(r["precision"], Path(r["encoder"]).name) for r in runs] == [
-        (x, f"encoder.{x}.onnx") for x in ("fp32", "fp16", "int8")]
+        (x, f"encoder2.{x}.onnx") for x in ("fp32", "fp16", "int8")]  # the two-layer default
 
 
 def test_edge_run_once(work: Path):
