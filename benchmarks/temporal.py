@@ -1,7 +1,7 @@
 """Temporal coding on a video: delta frames vs independent frames vs a real video codec.
 
     python benchmarks/temporal.py --video FILE --frames N --out DIR [--step 2] [--budget 600]
-        [--gop 10] [--loss 0.1] [--ladder 150 300 1200] [--threshold 0.35] [--codec hevc|av1]
+        [--gop 10] [--loss 0.1] [--ladder 150 300 1200] [--threshold 0.35] [--codec hevc av1]
 
 Conditions, each over the same N frames (every ``step``-th of the file), one camera:
 
@@ -35,6 +35,7 @@ from benchmarks.report import fail, nanmean, pyplot, write_json
 
 PROG = "temporal"
 DUTY_S_PER_HOUR = 36.0  # 1% duty cycle
+LOSS_DRAWS = 20  # channel draws averaged for the video codec under loss (tokencast: one draw, see notes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ladder", type=int, nargs="*", default=[150, 300, 1200],
                    help="more independent-frame budgets for the equal-PSNR figure (default 150 300 1200)")
     p.add_argument("--threshold", type=float, default=0.35, help="code distance a token must move (default 0.35)")
-    p.add_argument("--codec", choices=("hevc", "av1"), default="hevc", help="video baseline (default hevc)")
+    p.add_argument("--codec", choices=("hevc", "av1"), nargs="+", default=["hevc"],
+                   help="video baselines (default hevc)")
     p.add_argument("--mtu", type=int, default=222, help="fragment MTU for the stream (default 222, SF7)")
     p.add_argument("--random-init", action="store_true", help="untrained models (smoke tests only)")
     p.add_argument("--seed", type=int, default=0)
@@ -91,7 +93,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "airtime_sf7_s": air7, "airtime_sf10_s": air10,
         "frames_per_hour_1pct_sf7": DUTY_S_PER_HOUR / air7, "frames_per_hour_1pct_sf10": DUTY_S_PER_HOUR / air10,
         "not_received": sum(not r["received"] for r in rows),
-        "degraded": sum(bool(r["degraded"]) for r in rows),
+        "degraded": float(sum(float(r["degraded"] or 0) for r in rows)),
         "fragments_lost": sum(r["fragments_lost"] for r in rows),
         "edge_s": float(np.mean([r["edge_s"] for r in rows])), "cloud_s": float(np.mean([r["cloud_s"] for r in rows])),
     }  # fmt: skip
@@ -109,13 +111,14 @@ def bytes_at_psnr(curve: list[tuple[float, float]], target: float) -> float | No
 def video_rows(coded: Any, shown: list[np.ndarray], frames: list[np.ndarray], rois: list[np.ndarray],
                mtu: int, gop: int) -> list[dict[str, Any]]:
     from benchmarks.temporal_stream import SF7, SF10, airtime
+    from benchmarks.video_codec import packets
     from models.metrics import masked_psnr, psnr
 
     rows = []
     for i, (img, pic, roi, size) in enumerate(zip(frames, shown, rois, coded.sizes, strict=True)):
-        s222 = [mtu] * (size // mtu) + ([size % mtu] if size % mtu else [])
-        s51 = [SF10.mtu] * (size // SF10.mtu) + ([size % SF10.mtu] if size % SF10.mtu else [])
-        rows.append({"frame": i, "type": "key" if i % gop == 0 else "delta", "bytes": size, "bytes_mtu51": size,
+        s222, s51 = packets(size, mtu), packets(size, SF10.mtu)
+        rows.append({"frame": i, "type": "key" if i % gop == 0 else "delta", "bytes": sum(s222),
+                     "bytes_mtu51": sum(s51), "coded_bytes": size,
                      "airtime_sf7_s": airtime(s222, SF7), "airtime_sf10_s": airtime(s51, SF10),
                      "psnr": psnr(img, pic), "roi_psnr": masked_psnr(img, pic, roi), "received": True,
                      "degraded": not np.array_equal(pic, coded.decoded[i]), "fragments_lost": 0,
@@ -185,24 +188,34 @@ def run(args: argparse.Namespace) -> int:
             results[label] = {"budget": budget, "loss": loss, **summarize(res.rows)}
             args.out.mkdir(parents=True, exist_ok=True)  # what is done survives a failure further on
             write_json(args.out / "temporal_partial.json", {"results": results, "per_frame": per_frame})
-    # the video codec at the delta stream's bytes/frame
+    # the video codec(s) at the delta stream's bytes/frame
     target = results["delta"]["bytes_per_frame"]
-    qs = list(range(30, 52, 3)) + [51] if args.codec == "hevc" else list(range(40, 64, 3)) + [63]
     os.environ.setdefault("SVT_LOG", "1")
-    points = video_codec.encode_sweep(frames, args.codec, args.gop, sorted(set(qs)), scales=(1, 2, 4))
 
     def score(c: Any) -> float:
         return float(np.mean([psnr(a, b) for a, b in zip(frames, c.decoded, strict=True)]))
 
-    chosen = video_codec.pick(points, target, score)
-    sweep = [{"q": p.q, "scale": p.scale, "bytes_per_frame": p.mean_bytes, "psnr": score(p)} for p in points]
-    if chosen is not None:
-        for label, loss in ((args.codec, 0.0), (f"{args.codec}_loss{args.loss:g}", args.loss)):
-            shown, bad = video_codec.conceal(chosen, args.gop, loss, args.mtu, np.random.default_rng(args.seed))
-            rows = video_rows(chosen, shown, frames, rois, args.mtu, args.gop)
+    sweep: list[dict[str, Any]] = []
+    for codec_name in args.codec:
+        qs = list(range(30, 52, 3)) + [51] if codec_name == "hevc" else list(range(40, 64, 3)) + [63]
+        points = video_codec.encode_sweep(frames, codec_name, args.gop, sorted(set(qs)), scales=(1, 2, 4))
+        chosen = video_codec.pick(points, target, score, args.mtu)
+        sweep += [{"codec": codec_name, "q": p.q, "scale": p.scale, "bytes_per_frame": p.mean_bytes(args.mtu),
+                   "psnr": score(p)} for p in points]
+        if chosen is None:
+            continue
+        for label, loss in ((codec_name, 0.0), (f"{codec_name}_loss{args.loss:g}", args.loss)):
+            # losses are cheap to redraw here (no re-encoding): the mean over LOSS_DRAWS channel draws
+            draws = [video_codec.conceal(chosen, args.gop, loss, args.mtu, np.random.default_rng(args.seed + d))
+                     for d in range(LOSS_DRAWS if loss else 1)]
+            all_rows = [video_rows(chosen, shown, frames, rois, args.mtu, args.gop) for shown, _ in draws]
+            rows = [{**r0, "psnr": nanmean(rs[i]["psnr"] for rs in all_rows),
+                     "roi_psnr": nanmean(rs[i]["roi_psnr"] for rs in all_rows),
+                     "degraded": sum(bool(rs[i]["degraded"]) for rs in all_rows) / len(all_rows)}
+                    for i, r0 in enumerate(all_rows[0])]
             per_frame[label] = rows
-            results[label] = {"q": chosen.q, "scale": chosen.scale, "loss": loss, **summarize(rows),
-                              "frames_not_decodable": bad}
+            results[label] = {"q": chosen.q, "scale": chosen.scale, "loss": loss, "loss_draws": len(draws),
+                              **summarize(rows), "frames_not_decodable": float(np.mean([b for _, b in draws]))}
     curve = [(results[k]["bytes_per_frame"], results[k]["psnr"]) for k in results
              if k.startswith("independent") and results[k]["loss"] == 0.0]
     eq = bytes_at_psnr(curve, results["delta"]["psnr"])
@@ -220,8 +233,11 @@ def run(args: argparse.Namespace) -> int:
             "tokencast rows: real edge (torch tokenizer in process, shipped detector and scorer), sealed fragments, "
             "the worker with its SQLite store; bytes include headers and 8-byte tags",
             "bytes_per_frame_mtu51 / airtime_sf10: the same selections re-planned into 51-byte fragments",
-            "video rows: raw coded packets (no container); loss: packets of --mtu bytes, a broken GOP freezes",
+            "video rows: coded packets (no container) in radio packets of --mtu (51 for SF10) bytes, each with "
+            "12 bytes of sequence header and tag as a fragment has; loss: a broken GOP freezes",
             "frames_per_hour_1pct = 36 s of airtime per hour / mean airtime per frame",
+            f"tokencast under loss: one channel draw (seed); video under loss: mean of {LOSS_DRAWS} draws; "
+            "'degraded' for video rows: frames frozen (mean per draw)",
         ],
         "results": results, "equal_psnr": comparison, "video_sweep": sweep, "per_frame": per_frame,
         "wall_s": time.time() - t0,
@@ -240,7 +256,7 @@ def print_summary(results: dict[str, Any], comparison: dict[str, Any], out: Path
         print(f"{k:24s} {r['bytes_per_frame']:8.0f} {r['bytes_per_frame_mtu51']:7.0f} {r['psnr']:6.2f} "
               f"{r['roi_psnr']:6.2f} {r['airtime_sf7_s']:6.2f} {r['airtime_sf10_s']:7.2f} "
               f"{r['frames_per_hour_1pct_sf7']:8.0f} {r['frames_per_hour_1pct_sf10']:8.0f} "
-              f"{r['degraded']:4d} {r['not_received']:4d}")
+              f"{r['degraded']:4.1f} {r['not_received']:4d}")
     eq = comparison["independent_bytes_at_delta_psnr"]
     print(f"independent frames need {'n/a' if eq is None else f'{eq:.0f}'} B/frame for the delta stream's "
           f"{comparison['delta_psnr']:.2f} dB (delta: {comparison['delta_bytes_per_frame']:.0f} B/frame)")
@@ -248,7 +264,7 @@ def print_summary(results: dict[str, Any], comparison: dict[str, Any], out: Path
 
 
 def plot(path: Path, per_frame: dict[str, list[dict]], results: dict[str, Any], curve: list, sweep: list,
-         codec: str) -> None:
+         codecs: list[str]) -> None:
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
     for label, rows in per_frame.items():
@@ -260,10 +276,12 @@ def plot(path: Path, per_frame: dict[str, list[dict]], results: dict[str, Any], 
     a.legend(fontsize=7)
     xs, ys = zip(*sorted(curve)) if curve else ((), ())
     b.plot(xs, ys, "o-", label="independent (key frames)")
-    for label in ("delta", codec):
+    for label in ("delta", *codecs):
         if label in results:
             b.plot(results[label]["bytes_per_frame"], results[label]["psnr"], "s", ms=9, label=label)
-    b.plot([s["bytes_per_frame"] for s in sweep], [s["psnr"] for s in sweep], ".", alpha=0.5, label=f"{codec} sweep")
+    for codec in codecs:
+        pts = [s for s in sweep if s["codec"] == codec]
+        b.plot([s["bytes_per_frame"] for s in pts], [s["psnr"] for s in pts], ".", alpha=0.5, label=f"{codec} sweep")
     b.set(xlabel="bytes / frame", ylabel="PSNR (dB)", title="rate-distortion", xscale="log")
     b.legend(fontsize=7)
     fig.tight_layout()

@@ -4,8 +4,10 @@
 a closed GOP of ``gop`` frames, no B-frames and no scene-cut keyframes (the GOP matches the
 tokencast key interval), at each quantiser of a sweep and at full and half resolution (a codec
 starved of bits does better on fewer pixels; half-size output is scaled back up with bicubic).
-Sizes are the raw coded packets (parameter sets included, no container). ``pick`` takes the
-sweep point with the best PSNR whose mean bytes/frame is within the target.
+Sizes are the coded packets (parameter sets included, no container) cut into radio packets of
+the MTU, each paying ``PACKET_OVERHEAD`` as a tokencast fragment pays its header and tag.
+``pick`` takes the sweep point with the best PSNR whose mean bytes/frame on air is within the
+target.
 
 Loss model (``conceal``): each frame's bytes travel in packets of ``mtu`` bytes, each lost with
 probability p. A frame is decodable when all its packets arrived and so did every frame before
@@ -23,6 +25,17 @@ from dataclasses import dataclass
 import numpy as np
 
 CODECS = {"hevc": "libx265", "av1": "libsvtav1"}
+# Per radio packet, what a tokencast fragment also pays: a 4-byte sequence header (stream, frame,
+# packet) and the 8-byte AES-CCM tag, as benchmarks/channel.py charges classical files.
+PACKET_OVERHEAD = 12
+DEFAULT_MTU = 222
+
+
+def packets(size: int, mtu: int) -> list[int]:
+    """On-air sizes of the packets carrying ``size`` coded bytes at ``mtu`` (overhead included)."""
+    body = mtu - PACKET_OVERHEAD
+    n = max(1, math.ceil(size / body))
+    return [min(body, size - i * body) + PACKET_OVERHEAD for i in range(n)]
 
 
 class CodecUnavailable(RuntimeError):
@@ -37,9 +50,9 @@ class Coded:
     sizes: list[int]  # bytes per frame
     decoded: list[np.ndarray]  # RGB uint8 at the input size
 
-    @property
-    def mean_bytes(self) -> float:
-        return float(np.mean(self.sizes))
+    def mean_bytes(self, mtu: int = DEFAULT_MTU) -> float:
+        """Mean bytes on air per frame at ``mtu``, packet overhead included."""
+        return float(np.mean([sum(packets(s, mtu)) for s in self.sizes]))
 
 
 def _options(codec: str, q: int, gop: int) -> dict[str, str]:
@@ -94,9 +107,9 @@ def encode_sweep(frames: list[np.ndarray], codec: str, gop: int, qs: list[int], 
     return [encode(frames, codec, q, gop, s) for s in scales for q in qs]
 
 
-def pick(points: list[Coded], target_bytes: float, score) -> Coded | None:
-    """The point with the best ``score(coded)`` whose mean bytes/frame is within ``target_bytes``."""
-    ok = [p for p in points if p.mean_bytes <= target_bytes]
+def pick(points: list[Coded], target_bytes: float, score, mtu: int = DEFAULT_MTU) -> Coded | None:
+    """The point with the best ``score(coded)`` whose mean bytes/frame on air is within ``target_bytes``."""
+    ok = [p for p in points if p.mean_bytes(mtu) <= target_bytes]
     return max(ok, key=score) if ok else None
 
 
@@ -109,8 +122,7 @@ def conceal(coded: Coded, gop: int, loss: float, mtu: int, rng: np.random.Genera
     for i, (size, img) in enumerate(zip(coded.sizes, coded.decoded, strict=True)):
         if i % gop == 0:
             chain_ok = True
-        packets = max(1, math.ceil(size / mtu))
-        arrived = bool((rng.random(packets) >= loss).all())
+        arrived = bool((rng.random(len(packets(size, mtu))) >= loss).all())
         chain_ok = chain_ok and arrived
         if chain_ok:
             last = img
