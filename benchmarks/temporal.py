@@ -126,6 +126,19 @@ def video_rows(coded: Any, shown: list[np.ndarray], frames: list[np.ndarray], ro
     return rows
 
 
+def weight_digests() -> dict[str, str]:
+    import hashlib
+
+    from models.registry import files_for
+
+    files = files_for(3)
+    out = {}
+    for name in ("tokenizer", "maskgit"):
+        path = files.path(name)
+        out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+    return out
+
+
 def load_codec2(random_init: bool) -> tuple[Any, str]:
     """TokenCodec2 with the shipped v2 restorer, or, while none matches the shipped tokenizer v2,
     the v1 restorer with its coarse projections at zero (what v2 training starts from; the fine
@@ -163,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     frames, fps = read_video(args.video, args.frames, args.step)
     codec, restorer = load_codec2(args.random_init)
+    weights = weight_digests()  # the models change while v2 trains: name the files this run used
     pipeline = build_pipeline(codec, mtu=args.mtu)
     rois = [roi_mask(pipeline.segmenter.segment(f), f.shape[:2]) for f in frames]
     runs: list[tuple[str, TemporalConfig, int, float]] = [
@@ -228,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
     }
     report = {
         "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                   "fps_effective": fps, "frame_size": list(frames[0].shape[:2]), "restorer": restorer},
+                   "fps_effective": fps, "frame_size": list(frames[0].shape[:2]), "restorer": restorer,
+                   "weights": weights},
         "notes": [
             "tokencast rows: real edge (torch tokenizer in process, shipped detector and scorer), sealed fragments, "
             "the worker with its SQLite store; bytes include headers and 8-byte tags",
