@@ -8,7 +8,9 @@ steps x windows x a transformer pass; each ``STEPS:OVERLAP`` setting (16x16 wind
 end to end through ``TokenCodec2.reconstruct`` (coarse fill, restore, decode), median of
 ``--runs``, on val photos resized to ``--size``. The fine layer sent is what the v2 edge sends:
 object-shaped regions plus a dispersed share (``--keep``), the coarse layer whole. PSNR is only
-meaningful with trained weights (``--random-init`` times the same architecture).
+meaningful with trained weights (``--random-init`` times the same architecture). The process's
+CPU seconds are reported too: on a shared machine wall time depends on the other jobs, while CPU
+seconds with ``--threads 1`` are what one free core would take.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from PIL import Image
 
 from models.data import list_images, load_rgb
-from models.masks import object_known
+from models.masks import dispersed_known, object_known
 from models.metrics import psnr
 
 
@@ -41,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="+", default=["8:4", "6:2", "4:2", "4:0"], help="STEPS:OVERLAP")
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--keep", type=float, default=0.3, help="share of fine cells sent")
+    p.add_argument("--mask", choices=("objects", "dispersed", "none"), default="objects",
+                   help="fine cells sent: object-shaped regions + dispersed (the v2 edge), dispersed only, none")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--random-init", action="store_true", help="time the shipped architecture with random weights")
+    p.add_argument("--tokenizer", default="", help="tokenizer v2 weights instead of the shipped file "
+                   "(same coarse head as the shipped restorer, e.g. a later decoder)")
     p.add_argument("--v1-restorer", action="store_true",
                    help="restore with the v1 MaskGIT (coarse inputs at zero): the baseline for the v2 restorer")
     p.add_argument("--out", default="")
@@ -64,13 +70,39 @@ def random_full_size():
     return TokenCodec2(tok, Restorer(mg, RESTORE_V2, "cpu", codebook=tok.quantizer.normalized_codebook().detach()))
 
 
+def with_tokenizer(path: str):
+    """The shipped restorer with the tokenizer v2 weights at ``path``; refused if its fine ids or
+    coarse levels are not the ones the restorer was trained on."""
+    from models.checkpoints import load_weights, read_metadata
+    from models.codec import load_maskgit
+    from models.codec2 import RESTORE_V2, V2_TOKEN_PARTS, TokenCodec2
+    from models.registry import ModelNotFound, files_for
+    from models.restore import Restorer
+    from models.tokenizer2 import Tokenizer2Config, TwoLayerTokenizer
+    from models.train_maskgit import encoder_fingerprint
+
+    state, meta = load_weights(path)
+    tok = TwoLayerTokenizer(Tokenizer2Config.from_dict(meta["config"]))
+    tok.load_state_dict(state)
+    want = read_metadata(files_for(3).path("maskgit")).get("tokenizer_fingerprint")
+    if encoder_fingerprint(tok, V2_TOKEN_PARTS) != want:
+        raise ModelNotFound(f"{path}: not the tokenizer the shipped restorer was trained on ({want})")
+    codebook = tok.quantizer.normalized_codebook().detach()
+    return TokenCodec2(tok.eval(), Restorer(load_maskgit(3, "cpu"), RESTORE_V2, "cpu", codebook=codebook))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     from models.codec2 import TokenCodec2
     from models.restore import RestoreConfig, Restorer
 
-    base = random_full_size() if args.random_init else TokenCodec2.load(device="cpu")
+    if args.random_init:
+        base = random_full_size()
+    elif args.tokenizer:
+        base = with_tokenizer(args.tokenizer)
+    else:
+        base = TokenCodec2.load(device="cpu")
     if args.v1_restorer:
         from models.checkpoints import CHECKPOINT_DIR
         from models.train_maskgit2 import build_model
@@ -84,22 +116,29 @@ def main(argv: list[str] | None = None) -> int:
     frames = []
     for im in images:
         fine, coarse = base.encode([im])[0]
-        known = object_known(*fine.shape, args.keep, rng)
+        if args.mask == "objects":
+            known = object_known(*fine.shape, args.keep, rng)
+        elif args.mask == "dispersed":
+            known = dispersed_known(*fine.shape, args.keep, rng)
+        else:
+            known = np.zeros(fine.shape, dtype=bool)
         frames.append((im, fine, known, coarse))
     results = []
     for text in args.configs:
         steps, overlap = parse_config(text)
         cfg = RestoreConfig(steps=steps, window=args.window, overlap=overlap)
         codec = TokenCodec2(base.tokenizer, Restorer(base.restorer.model, cfg, "cpu", codebook=base.restorer.codebook))
-        times, scores = [], []
+        times, cpu, scores = [], [], []
         for im, fine, known, coarse in frames:
             for _ in range(args.runs):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 _, out = codec.reconstruct([fine], [known], [coarse], [np.ones(coarse.shape[1:], bool)], [im.shape[:2]])
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             scores.append(psnr(im, out[0]))
         rec = {"steps": steps, "overlap": overlap, "window": args.window, "seconds_median": round(statistics.median(times), 3),
-               "seconds_max": round(max(times), 3), "psnr": round(float(np.mean(scores)), 3)}
+               "seconds_max": round(max(times), 3), "cpu_seconds_median": round(statistics.median(cpu), 3),
+               "psnr": round(float(np.mean(scores)), 3)}
         print(json.dumps(rec), flush=True)
         results.append(rec)
     coarse_only = []
@@ -107,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         out = base.decode_coarse_only([coarse], [np.ones(coarse.shape[1:], bool)], [im.shape[:2]])
         coarse_only.append((time.perf_counter() - t0, psnr(im, out[0])))
-    summary = {"size": [w, h], "threads": args.threads, "keep": args.keep, "images": len(frames),
+    summary = {"size": [w, h], "threads": args.threads, "keep": args.keep, "mask": args.mask,
+               "kept_fraction": round(float(np.mean([k.mean() for _, _, k, _ in frames])), 3), "images": len(frames),
                "random_init": args.random_init, "restorer": "v1 (coarse at zero)" if args.v1_restorer else "v2", "loadavg_1min": round(float(Path("/proc/loadavg").read_text().split()[0]), 2),
                "configs": results, "coarse_only": {"seconds_median": round(statistics.median(t for t, _ in coarse_only), 3),
                                                   "psnr": round(float(np.mean([s for _, s in coarse_only])), 3)}}

@@ -29,10 +29,10 @@ REGISTRY: dict[int, ModelFiles] = {
     1: ModelFiles(1, "tokenizer_f8_k1024.safetensors", "maskgit_f8_k1024.safetensors",
                   "tc-vq-f8-k1024.encoder.onnx", "scorer_f8.safetensors", "scorer.onnx"),
     # tc-vq2-f16c-f8: tokenizer v2 (coarse f16 FSQ layer + v1's fine f8 tokens), its coarse-aware
-    # MaskGIT (``models.codec2``). The scorer looks at pixels only and the fine ids are v1's, so
-    # until one is distilled from the v2 restorer it shares v1's scorer files.
+    # MaskGIT (``models.codec2``) and a scorer distilled from that restorer (which fine tokens the
+    # coarse layer does not already predict).
     3: ModelFiles(3, "tokenizer2_f16c_f8.safetensors", "maskgit2_f16c_f8.safetensors",
-                  "tc-vq2-f16c-f8.encoder.onnx", "scorer_f8.safetensors", "scorer.onnx"),
+                  "tc-vq2-f16c-f8.encoder.onnx", "scorer2_f16c_f8.safetensors", "scorer2.onnx"),
 }
 
 
