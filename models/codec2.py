@@ -80,7 +80,7 @@ class TokenCodec2:
     @classmethod
     def load(cls, tokenizer_id: int = 3, device: str | None = None, random_init: bool = False,
              restore: RestoreConfig | None = None) -> TokenCodec2:
-        """Shipped weights of ``tokenizer_id`` (or seeded-random small ones for tests);
+        """Shipped weights of ``tokenizer_id`` (or small random ones for tests);
         ``restore`` defaults to ``RESTORE_V2``."""
         dev = pick_device(device)
         tok = load_tokenizer2(tokenizer_id, str(dev), random_init)

@@ -144,3 +144,19 @@ def test_v1_maskgit_checkpoint_still_loads_and_v2_starts_as_v1():
     a = v1.eval().forward_both(ids)
     b = v2.eval().forward_both(ids, torch.randn(2, 4, 8, 8))  # zero-initialised coarse paths
     assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+
+
+def test_shipped_v2_files_pair_up_and_reconstruct(images):
+    """The shipped tokenizer v2 and MaskGIT v2 must share the coarse head (fingerprint check in
+    ``load``): a tokenizer file exported before the coarse freeze would be refused here."""
+    from models.registry import files_for
+
+    files = files_for(3)
+    if not (files.path("tokenizer").is_file() and files.path("maskgit").is_file()):
+        pytest.skip("tokenizer v2 / MaskGIT v2 weights not on disk")
+    codec = TokenCodec2.load(3, device="cpu", restore=RestoreConfig(steps=2))
+    f, c = codec.encode(images[1:])[0]
+    k = np.zeros_like(f, bool)
+    k[:4] = True
+    t, out = codec.reconstruct([f], [k], [c], [np.ones(c.shape[1:], bool)], [images[1].shape[:2]])
+    assert (t[0][k] == f[k]).all() and out[0].shape == images[1].shape
