@@ -51,16 +51,22 @@ def kmeans_clusters(codebook: np.ndarray, k: int, seed: int = 0, iters: int = 30
     return (codebook @ c.T).argmax(1)
 
 
+def coarse_context(v: np.ndarray, n: int) -> np.ndarray:
+    """Flat context ids (above x left level, n = none) of every cell of one (h, w) channel, as the
+    wire coder sees a whole frame in one fragment (link.coding2.coarse_symbols)."""
+    up = np.full_like(v, n)
+    up[1:] = v[:-1]
+    left = np.full_like(v, n)
+    left[:, 1:] = v[:, :-1]
+    return (up * (n + 1) + left).ravel()
+
+
 def coarse_counts(levels: list[np.ndarray], n_levels: tuple[int, ...]) -> list[np.ndarray]:
     out = [np.zeros(((n + 1) ** 2, n)) for n in n_levels]
     for lv in levels:  # (C, h, w)
         for ch, n in enumerate(n_levels):
             v = lv[ch]
-            up = np.full_like(v, n)
-            up[1:] = v[:-1]
-            left = np.full_like(v, n)
-            left[:, 1:] = v[:, :-1]
-            np.add.at(out[ch], ((up * (n + 1) + left).ravel(), v.ravel()), 1)
+            np.add.at(out[ch], (coarse_context(v, n), v.ravel()), 1)
     return out
 
 
@@ -122,11 +128,7 @@ def evaluate(models: ContextModels, fine: list[np.ndarray], coarse: list[np.ndar
     for lv in coarse:
         for ch, n in enumerate(n_levels):
             v = lv[ch]
-            up = np.full_like(v, n)
-            up[1:] = v[:-1]
-            left = np.full_like(v, n)
-            left[:, 1:] = v[:, :-1]
-            p = models.coarse[ch][(up * (n + 1) + left).ravel(), v.ravel()]
+            p = models.coarse[ch][coarse_context(v, n), v.ravel()]
             cb += float(-np.log2(p).sum())
             marg = models.coarse[ch].sum(0) / models.coarse[ch].sum()
             cm += float(-np.log2(marg[v.ravel()]).sum())
