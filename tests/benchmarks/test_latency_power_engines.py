@@ -25,7 +25,8 @@ def test_each_precision_runs_the_file_build_engines_made(tiny_images, tmp_path):
     engines = fake_engines(tmp_path / "engines", ("fp32", "int8"))
     out = tmp_path / "lat"
     rc = latency_power.main(["--images", str(tiny_images), "--out", str(out), "--quick", "--idle-seconds", "0",
-                             "--engines", str(engines), "--precision", "fp32", "int8", "--bpp", "0.12"])
+                             "--engines", str(engines), "--precision", "fp32", "int8", "--bpp", "0.12",
+                             "--tokenizer", "1"])  # the stub encoders are one-layer ("encoder" in the manifest)
     assert rc == 0
     runs = json.loads((out / "latency.json").read_text())["runs"]
     assert [(r["precision"], Path(r["encoder"]).name) for r in runs] == [
