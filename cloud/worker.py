@@ -122,11 +122,15 @@ def load_codecs(cfg: CloudConfig) -> dict[int, Codec]:
     from models.codec2 import TokenCodec2
     from models.restore import RestoreConfig
 
-    rc = RestoreConfig(steps=cfg.restore.steps, temperature=cfg.restore.temperature, latents=cfg.restore.latents)
+    r = cfg.restore
+    rc = RestoreConfig(steps=r.steps, temperature=r.temperature, latents=r.latents)
+    rc2 = RestoreConfig(steps=r.v2_steps, overlap=r.v2_overlap, temperature=r.temperature, latents=r.latents)
     out: dict[int, Codec] = {}
     for tid in cfg.model.tokenizer_ids:
-        cls = TokenCodec2 if get_tokenizer(tid).layered else TokenCodec
-        out[tid] = cls.load(tid, device=cfg.model.device, random_init=cfg.model.random_init, restore=rc)
+        layered = get_tokenizer(tid).layered
+        cls = TokenCodec2 if layered else TokenCodec
+        out[tid] = cls.load(tid, device=cfg.model.device, random_init=cfg.model.random_init,
+                            restore=rc2 if layered else rc)
     return out
 
 
