@@ -432,10 +432,11 @@ def _dc_residuals(values: np.ndarray, cells: np.ndarray, dw: int) -> np.ndarray:
 
 
 def dc_bits(values: np.ndarray, cells: np.ndarray, dw: int) -> np.ndarray:
-    """Estimated bits of each dc cell (best scale per channel over these cells), for planning."""
+    """Estimated bits of each dc cell (best scale per channel over these cells), for planning.
+    ``values`` (3, n) are the means of ``cells``, in the same order."""
     if not cells.size:
         return np.zeros(0)
-    res = _dc_residuals(values[:, cells] if values.shape[1] != cells.size else values, cells, dw)
+    res = _dc_residuals(values, cells, dw)
     costs = _dc_costs()[:, res]  # (scales, n, 3)
     best = costs.sum(axis=1).argmin(axis=0)  # per channel
     return costs[best, :, np.arange(3)].T.sum(axis=1)

@@ -61,7 +61,8 @@ class LayerPlanner:
         if layer == LAYER_COARSE:
             ch, cw = self.spec.coarse_grid(frame.grid_h, frame.grid_w)
             self.width = cw
-            assert frame.coarse is not None
+            if frame.coarse is None:
+                raise InvalidFrame("a coarse layer plan needs a frame with a coarse layer")
             self.levels = frame.coarse.reshape(len(self.spec.coarse_levels), -1)
             self.n = ch * cw
             self.coarse_h = ch
@@ -100,7 +101,7 @@ class LayerPlanner:
             bits = -np.log2(probs[np.arange(syms.size), syms].astype(np.float64) + 1e-12).reshape(-1, c).sum(1)
             if self.dc is not None:
                 cells = dc.anchors(0, self.n, self.width, self.coarse_h)
-                bits[self._dc_anchor_positions()] += coding2.dc_bits(self.dc, cells, self.dc_w)
+                bits[self._dc_anchor_positions()] += coding2.dc_bits(self.dc[:, cells], cells, self.dc_w)
         else:
             idx = self.frame.indices
             (ms, mp), (s, ctx) = coding2.fine_symbols(self.kf, idx, 0, self.width, self.models)

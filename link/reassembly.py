@@ -173,8 +173,7 @@ def unpack(fragments: Iterable[bytes], opener: Opener | None = None, *,
            priors: Mapping[int, PriorCode] | None = None) -> ReceivedFrame:
     """Decode the fragments of one frame at once (no timeouts, no replay window). Copies of a
     fragment (wire v2 sends coarse fragments more than once on lossy links) count once."""
-    seen: set[bytes] = set()
-    unique = [f for f in map(bytes, fragments) if not (f in seen or seen.add(f))]  # type: ignore[func-returns-value]
+    unique = dict.fromkeys(map(bytes, fragments))  # insertion-ordered, one entry per distinct fragment
     return assemble([open_fragment(f, opener, priors=priors) for f in unique])
 
 
