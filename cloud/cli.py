@@ -17,11 +17,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloud import config as cloud_config
 from link.config import ConfigError
 from link.errors import LinkError
 from link.tokenizers import get_tokenizer
+
+if TYPE_CHECKING:
+    from cloud.downlink import ControlSender, Publish
+    from cloud.metrics import Metrics
+    from cloud.worker import Worker
 
 log = logging.getLogger("tokencast.cloud")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -73,6 +79,17 @@ def start_dashboard(cfg: cloud_config.CloudConfig, store: object, stop: threadin
     return thread
 
 
+def attach_downlink(cfg: cloud_config.CloudConfig, worker: Worker, publish: Publish,
+                    metrics: Metrics) -> ControlSender:
+    """The worker's ``ControlSender``: sealed with the devices' keys, published on their ``ctl`` topics."""
+    from cloud.downlink import ControlSender
+    from link.control import ControlSealer
+
+    sealer = ControlSealer(worker.opener.keys, tag_len=cfg.security.tag_len)
+    return ControlSender(cfg.downlink, sealer, publish,
+                         on_sent=lambda kind: metrics.control_sent.labels(type=kind).inc())
+
+
 def serve(cfg: cloud_config.CloudConfig) -> int:
     from cloud.metrics import Metrics
     from cloud.store import make_store
@@ -109,6 +126,8 @@ def serve(cfg: cloud_config.CloudConfig) -> int:
             source = make_transport(TransportConfig(type="mqtt", mqtt=mqtt))
             keeper.start(stop)
             log.info("consuming %s as %s", mqtt.shared_subscription(), mqtt.client_id)
+            if cfg.downlink.enabled:
+                worker.downlink = attach_downlink(cfg, worker, source.send_down, metrics)  # type: ignore[attr-defined]
         start_dashboard(cfg, store, stop)
         worker.run(stop, source)  # type: ignore[arg-type]
         clean = True

@@ -196,6 +196,22 @@ class ReassemblyConfig:
 
 
 @dataclass
+class DownlinkConfig:
+    """Control messages to cameras on ``<prefix>/<device_id>/ctl`` (MQTT source only;
+    ``link/control.py``, ``cloud/downlink.py``). A camera behind a LoRa gateway has no downlink
+    and simply never hears them."""
+
+    enabled: bool = True
+    acks: bool = True  # ACK each complete key frame (coarse layer + every fine fragment) once it is a reference
+    key_requests: bool = True  # KEY_REQUEST after a delta without its reference, or an incomplete key frame
+    key_request_interval_s: float = 30.0  # at most one KEY_REQUEST per device this often (per worker)
+
+    def __post_init__(self) -> None:
+        if self.key_request_interval_s < 0:
+            raise ValueError(f"key_request_interval_s must be >= 0, got {self.key_request_interval_s}")
+
+
+@dataclass
 class MetricsConfig:
     enabled: bool = True
     host: str = "0.0.0.0"
@@ -220,6 +236,7 @@ class CloudConfig:
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     model: ModelConfig = field(default_factory=ModelConfig)
     reassembly: ReassemblyConfig = field(default_factory=ReassemblyConfig)
+    downlink: DownlinkConfig = field(default_factory=DownlinkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 

@@ -47,6 +47,8 @@ class Metrics:
                                  buckets=(0.05, 0.1, 0.3, 1, 3, 10, 30, 100), registry=r)
         self.degraded = Counter("tokencast_frames_degraded_total",
                                 "Delta frames restored without their reference (missing or mismatched)", registry=r)
+        self.control_sent = Counter("tokencast_control_sent_total",
+                                    "Control messages published to cameras (cloud/downlink.py)", ["type"], registry=r)
         self.queue_depth = Gauge("tokencast_queue_depth", "Frames staged and not yet stored", registry=r)
         self.held = Gauge("tokencast_unacked_messages", "Messages held unacknowledged (store unavailable)",
                           registry=r)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cloud.config import CloudConfig
+from cloud.downlink import ControlSender
 from cloud.metrics import Metrics
 from cloud.references import can_be_reference, is_delta, reference_of, resolve
 from cloud.restoring import Codec, restore_batch
@@ -153,6 +154,7 @@ class Worker:
         self.owner = cfg.effective_worker_id()
         self.clock = clock
         self.stats = WorkerStats()
+        self.downlink: ControlSender | None = None  # ACKs and key requests to cameras (set by cloud.cli)
         self._held: deque[Delivery] = deque()
         self._lock = threading.Lock()  # one ingest at a time: held deliveries keep their order
         self._retry_at, self._retry_s = 0.0, RETRY_MIN_S
@@ -355,6 +357,8 @@ class Worker:
                 if new:
                     stored.append(r.record)
                     self._accepted(r.record)
+                    if self.downlink is not None:
+                        self.downlink.frame_stored(rf, reason is not None)
                 else:
                     self.stats.duplicates += 1
                     self.metrics.duplicates.inc()

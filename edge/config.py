@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from link.config import ConfigError, from_dict, read_toml, resolve_path
+from link.transports import has_downlink
 from link.transports.config import TransportConfig
 
 from .capture import CaptureConfig
@@ -81,6 +82,9 @@ class EdgeConfig:
         if self.temporal.enabled and self.pipeline.tokenizer_id != 3:
             bad.append(("temporal.enabled", f"delta frames need the two-layer tokenizer 3 (wire v2); "
                                             f"pipeline.tokenizer_id is {self.pipeline.tokenizer_id}"))
+        if self.temporal.enabled and self.temporal.use_ack and not has_downlink(self.transport):
+            bad.append(("temporal.use_ack", f"acknowledgements need a downlink (transport.type = \"mqtt\" with "
+                                            f"transport.mqtt.downlink = true); transport is {self.transport.type}"))
         bad += self.capture.check("capture")
         bad += self.schedule.check("schedule")
         bad += self.sender.check("sender")

@@ -8,7 +8,8 @@ reference the cloud is known (or assumed) to hold:
   lost the cloud restores the deltas without it and marks them degraded, and the next scheduled
   key frame heals the stream);
 * with a downlink (``use_ack``), only a key frame the cloud acknowledged; until one is, every
-  frame is a key frame.
+  frame is a key frame, and a newer key frame not acknowledged within ``ack_timeout_s`` is sent
+  again (the cloud ACKs only key frames that arrived whole: ``edge.downlink``).
 
 Key frames come on a schedule (every ``key_interval`` frames, or ``key_max_age_s``), on scene
 change (decided by ``edge.temporal`` from how many tokens moved), and on request
@@ -45,6 +46,7 @@ class TemporalConfig:
     scene_change: float = 0.5  # share of moved tokens above which a key frame is sent instead of a delta
     semantic: bool = True  # delta frames also carry the tokens of detected objects
     use_ack: bool = False  # code against the last key frame the cloud acknowledged (needs a downlink)
+    ack_timeout_s: float = 60.0  # use_ack: a key frame not acknowledged this long is sent again (0: never)
     codebook: Path = DEFAULT_CODEBOOK
     # Event trigger: with classes set, a frame goes out only when the detector sees one of them or
     # the scene changed; otherwise a heartbeat (an empty delta frame) every heartbeat_s.
@@ -56,6 +58,8 @@ class TemporalConfig:
             raise ValueError(f"temporal.key_interval must be >= 1, got {self.key_interval}")
         if self.key_max_age_s < 0 or self.heartbeat_s <= 0:
             raise ValueError("temporal.key_max_age_s must be >= 0 and temporal.heartbeat_s > 0")
+        if self.ack_timeout_s < 0:
+            raise ValueError(f"temporal.ack_timeout_s must be >= 0, got {self.ack_timeout_s}")
         if not 0.0 < self.threshold <= 2.0:
             raise ValueError(f"temporal.threshold must be in (0, 2] (unit code distance), got {self.threshold}")
         if not 0.0 < self.scene_change <= 1.0:
@@ -97,11 +101,25 @@ class ReferenceKeeper:
                 return "requested"
             if self._ref is None:
                 return "unacknowledged" if self.config.use_ack and self._pending else "no reference"
+            if self._ack_overdue():
+                return "ack timeout"
             if self._since_key + 1 >= self.config.key_interval:
                 return "schedule"
             if self.config.key_max_age_s and self.clock() - self._ref.created >= self.config.key_max_age_s:
                 return "age"
             return None
+
+    def _ack_overdue(self) -> bool:
+        """The newest key frame, sent after the reference, waited ``ack_timeout_s`` in vain (lock held)."""
+        if not (self.config.use_ack and self.config.ack_timeout_s and self._pending):
+            return False
+        newest = self._pending[max(self._pending)]
+        return self.clock() - newest.created >= self.config.ack_timeout_s
+
+    def last_key_counter(self) -> int | None:
+        """The counter of the newest key frame sent (acknowledged or not); None before the first."""
+        with self._lock:
+            return max([*self._pending, *([self._ref.counter] if self._ref is not None else [])], default=None)
 
     def request_key(self) -> None:
         """The cloud asked for a key frame (lost reference, a new viewer): the next frame is one."""

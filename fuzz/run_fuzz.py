@@ -12,6 +12,9 @@ Targets (each a function of one input that may raise only its allowed error type
 * ``deframer``: ``link.framing.Deframer.feed`` on mutated framed streams cut into random
   chunks; nothing may raise, the buffer stays bounded, and a good frame that follows the noise
   after a delimiter always comes out.
+* ``control``: ``link.control.ControlOpener.open`` (the camera's side of the MQTT downlink) on
+  mutated sealed key requests and acks and on raw random bytes; allowed: ``LinkError``. Only an
+  unmodified seed may authenticate, and only once per opener (replay).
 * ``config``: ``tomllib`` + ``link.config.from_dict`` for the cloud, edge (with ``problems()``),
   gateway and transport configs, on mutated example TOML files and on mutated parsed tables;
   allowed: ``ConfigError``.
@@ -44,7 +47,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-TARGETS = ("packet", "reassembler", "deframer", "config")
+TARGETS = ("packet", "reassembler", "deframer", "control", "config")
 MAX_CRASHES_KEPT = 20
 
 
@@ -92,6 +95,13 @@ def deframer_seeds() -> list[bytes]:
     from link.framing import encode_frame
 
     return [encode_frame(p) for p in packet_seeds()[:8]] + [b"\x00", encode_frame(b""), encode_frame(bytes(300))]
+
+
+def control_seeds() -> list[bytes]:
+    from link.control import REASONS, ack, key_request, seal
+
+    seeds = [seal(key_request(7, c, r), KEY) for c in (0, 1, 5, 0xFFFF_FFFF) for r in REASONS]
+    return seeds + [seal(ack(7, c), KEY, tag_len=t) for c in (2, 300) for t in (4, 8, 16)]
 
 
 def config_seeds() -> list[bytes]:
@@ -231,6 +241,28 @@ def _deframer_target() -> Callable[[bytes], None]:
     return run
 
 
+def _control_target() -> Callable[[bytes], None]:
+    from link.control import ControlOpener
+    from link.errors import LinkError
+
+    seeds = set(control_seeds())
+
+    def run(data: bytes) -> None:
+        opener = ControlOpener(KEY, 7, tag_len=len(data) - 12 if len(data) - 12 in (4, 6, 10, 12, 14, 16) else 8)
+        try:
+            msg = opener.open(data)
+        except LinkError:
+            return
+        if data not in seeds:
+            raise Invariant(f"a mutated control message authenticated: {msg}")
+        try:
+            opener.open(data)
+        except LinkError:
+            return
+        raise Invariant("the same control message was accepted twice")
+    return run
+
+
 def _config_target() -> Callable[[bytes], None]:
     from cloud.config import CloudConfig
     from cloud.gateway import GatewayConfig
@@ -289,6 +321,10 @@ def build(target: str) -> tuple[Callable[[bytes], None], Callable[[random.Random
             stream = b"".join(rng.choice(seeds) for _ in range(rng.randrange(1, 5)))
             return bytes((rng.randrange(256),)) + mutate(rng, stream, seeds, max_len=4096)
         return run, gen
+    if target == "control":
+        run, seeds = _control_target(), control_seeds()
+        return run, lambda rng: mutate(rng, rng.choice(seeds), seeds) if rng.random() < 0.95 else rng.randbytes(
+            rng.randrange(40))
     if target == "config":
         run, seeds = _config_target(), config_seeds()
 

@@ -40,6 +40,9 @@ class MqttConfig:
     # publisher: a PUBACK saying "no matching subscribers" is a failed send (retried from the outbox),
     # not a delivery; false restores fire-and-forget for brokers that answer 16 by design
     require_subscriber: bool = True
+    # publisher: listen on <topic_prefix>/<device_id>/ctl for the cloud's control messages (key
+    # requests, acks; link/control.py) when the service has a use for them (temporal coding)
+    downlink: bool = True
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None  # read at connect; keeps secrets out of the TOML
@@ -71,6 +74,10 @@ class MqttConfig:
 
     def status_topic(self) -> str:
         return f"{self.topic_prefix}/{self.device_id}/status"
+
+    def control_topic(self, device_id: int | None = None) -> str:
+        """The downlink: the cloud publishes control messages for one device here (QoS 1)."""
+        return f"{self.topic_prefix}/{self.device_id if device_id is None else device_id}/ctl"
 
     def shared_subscription(self) -> str:
         topic = f"{self.topic_prefix}/+/up"

@@ -10,12 +10,18 @@ connection is down paho queues the message and resends it after the automatic re
 (backoff ``reconnect_min_s``..``reconnect_max_s``); past ``publish_timeout_s`` ``send`` raises
 TransportTimeout and the message may still go out later, so delivery is at least once (the
 cloud drops duplicates by device id and counter). A retained last will on
-``<prefix>/<device_id>/status`` says "offline" when the device vanishes.
+``<prefix>/<device_id>/status`` says "offline" when the device vanishes. Given ``on_downlink``
+(and ``downlink`` on), the publisher also subscribes (QoS 1, in its persistent session, so what
+the cloud sends while the camera is away waits at the broker) to ``<prefix>/<device_id>/ctl`` and
+hands each payload to ``on_downlink`` on paho's thread; it only moves the bytes (link/control.py
+reads them).
 
 Consumer (cloud): subscribes to ``$share/<group>/<prefix>/+/up`` with manual acknowledgement:
 ``recv_message`` returns a ``Message`` whose ``ack()`` the worker calls after it has stored the
 result; an unacked message is redelivered after a reconnect. Sessions use clean_start=False and
 a session expiry interval, so the broker queues messages for a worker that is briefly away.
+``send_down(device_id, data)`` publishes a control message on that device's ``ctl`` topic
+(QoS 1, without waiting for the PUBACK: paho resends it after a reconnect).
 Leaving a shared group for good is ``unsubscribe`` (the broker stops handing this session a
 share), then acknowledging what still arrives, then ``close(end_session=True)``: DISCONNECT with
 session expiry 0, so no orphaned session keeps collecting its share of the stream. The same
@@ -43,6 +49,7 @@ from link.errors import TransportError, TransportTimeout
 from link.transports.base import Transport
 from link.transports.config import MqttConfig, TransportConfig
 
+DOWNLINK = True  # make_transport passes on_downlink to this backend
 NO_MATCHING_SUBSCRIBERS = 16  # PUBACK reason code (MQTT 5): accepted, delivered to nobody
 SESSION_TAKEN_OVER = 142  # DISCONNECT reason code (MQTT 5): another connection uses this client id
 # Mosquitto 2.0 closes a taken-over connection without saying why, so a clash shows as connections
@@ -184,13 +191,23 @@ class _MqttBase(Transport):
 class MqttPublisher(_MqttBase):
     """Edge side: ``send`` returns after the PUBACK; ``recv`` is not used on the uplink."""
 
-    def __init__(self, cfg: MqttConfig) -> None:
+    def __init__(self, cfg: MqttConfig, on_downlink: Callable[[bytes], object] | None = None) -> None:
         super().__init__(cfg, manual_ack=False)
         self.topic = cfg.uplink_topic()
         self.client.will_set(cfg.status_topic(), b"offline", qos=1, retain=True)
         self._puback: dict[int, int] = {}  # mid -> PUBACK reason code, set before the message counts as published
         self.client.on_publish = self._on_publish
+        self._on_downlink = on_downlink if cfg.downlink else None
+        self.client.on_message = self._on_message
         self._start()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._on_downlink is None or msg.topic != self.cfg.control_topic():
+            return
+        try:
+            self._on_downlink(bytes(msg.payload))
+        except Exception:  # a failed callback logs and returns; paho's thread must live on
+            log.exception("downlink message handling failed")
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason_code: object,
                     properties: object) -> None:
@@ -198,6 +215,8 @@ class MqttPublisher(_MqttBase):
 
     def _connected_hook(self, client: mqtt.Client) -> None:
         client.publish(self.cfg.status_topic(), b"online", qos=1, retain=True)
+        if self._on_downlink is not None:
+            client.subscribe(self.cfg.control_topic(), qos=1)
 
     def send(self, data: bytes) -> None:
         if self._closed:
@@ -291,8 +310,19 @@ class MqttConsumer(_MqttBase):
         return msg.payload
 
     def send(self, data: bytes) -> None:
-        raise TransportError("the MQTT consumer only receives")
+        raise TransportError("the MQTT consumer only receives; send_down publishes to one device")
+
+    def send_down(self, device_id: int, data: bytes) -> None:
+        """Publish a control message on ``<prefix>/<device_id>/ctl`` (QoS 1, not waiting for the PUBACK)."""
+        if self._closed:
+            raise TransportError("MQTT consumer is closed")
+        info = self.client.publish(self.cfg.control_topic(device_id), bytes(data), qos=1)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise TransportError(f"MQTT publish to {self.cfg.control_topic(device_id)} refused: "
+                                 f"{mqtt.error_string(info.rc)}")
 
 
-def create(cfg: TransportConfig) -> Transport:
-    return MqttPublisher(cfg.mqtt) if cfg.mqtt.role == "publisher" else MqttConsumer(cfg.mqtt)
+def create(cfg: TransportConfig, on_downlink: Callable[[bytes], object] | None = None) -> Transport:
+    if cfg.mqtt.role == "publisher":
+        return MqttPublisher(cfg.mqtt, on_downlink)
+    return MqttConsumer(cfg.mqtt)

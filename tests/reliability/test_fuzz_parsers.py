@@ -97,7 +97,7 @@ def test_a_config_file_that_is_not_utf8_is_a_config_error_not_a_traceback(tmp_pa
 
 
 @pytest.mark.parametrize(("target", "count"), [("packet", 3000), ("deframer", 2000), ("reassembler", 200),
-                                               ("config", 60)])
+                                               ("control", 3000), ("config", 60)])
 def test_long_fuzzer_runs_every_target_and_reports_json(tmp_path, capsys, target, count):
     out = tmp_path / f"{target}.json"
     rc = run_fuzz.main(["--target", target, "--count", str(count), "--seed", "11", "--out", str(out)])
