@@ -1,15 +1,23 @@
 """Temporal coding on a video: delta frames vs independent frames vs a real video codec.
 
-    python benchmarks/temporal.py --video FILE --frames N --out DIR [--step 2] [--budget 600]
-        [--gop 10] [--loss 0.1] [--ladder 150 300 1200] [--threshold 0.35] [--codec hevc av1]
+    python benchmarks/temporal.py --video FILE --frames N --out DIR [--step 2] [--budget 500]
+        [--key-ratio 15] [--coarse-repeat 3] [--delta-min-packets 3] [--gop 100] [--loss 0.1] [--ladder 1200 2400 4800]
+        [--threshold 0.35] [--codec hevc av1] [--resume]
 
 Conditions, each over the same N frames (every ``step``-th of the file), one camera:
 
-* ``delta``        key frame every ``gop`` frames (and on scene change), delta frames between,
-                   each frame under ``budget`` bytes (edge.temporal);
-* ``independent``  every frame a key frame under the same budget, and at the ``ladder``
-                   budgets: the rate-distortion curve the "bytes at equal PSNR" figure reads;
-* both again with ``loss`` i.i.d. fragment erasures;
+* ``delta``        key frame every ``gop`` frames (and on scene change) under ``budget`` x
+                   ``key_ratio`` bytes (an I-frame: its quality lasts the GOP), its coarse
+                   fragments sent ``coarse_repeat`` times; delta frames between under ``budget``
+                   bytes, as at least ``delta_min_packets`` packets (edge.temporal, the settings
+                   the edge service reads from [temporal]);
+* ``independent``  every frame a key frame (coarse sent once) under ``budget``, and at the
+                   ``ladder`` budgets: the rate-distortion curve the "bytes at equal PSNR" figure
+                   reads; then ``independent_eq``: every frame alone at the budget the curve says
+                   matches the delta stream's PSNR, measured, and re-aimed (up to
+                   ``match_tries`` runs) until it lies within ``match_db`` of it;
+* ``delta`` again with ``loss`` i.i.d. fragment erasures, and ``independent`` at the matched
+  budget (else ``budget``) with the same loss;
 * the video codec (HEVC libx265 or AV1 SVT, PyAV) with a GOP of ``gop``, the sweep point with
   the best PSNR at or under the delta stream's mean bytes/frame, without and with the loss
   (benchmarks/video_codec.py: packets of the same MTU, a broken GOP freezes).
@@ -44,11 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=30, help="frames to code (default 30)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/temporal"), help="output folder")
     p.add_argument("--step", type=int, default=2, help="take every step-th frame of the file (default 2)")
-    p.add_argument("--budget", type=int, default=600, help="bytes per frame for delta and independent (default 600)")
-    p.add_argument("--gop", type=int, default=10, help="key-frame interval, also the video codec's GOP (default 10)")
+    p.add_argument("--budget", type=int, default=500,
+                   help="bytes per delta frame, and per independent frame (default 500)")
+    p.add_argument("--key-ratio", type=float, default=15.0,
+                   help="a key frame's budget = this x --budget (temporal.key_budget_ratio; default 15)")
+    p.add_argument("--coarse-repeat", type=int, default=3, choices=(1, 2, 3),
+                   help="copies of a key frame's coarse fragments in the delta streams (default 3)")
+    p.add_argument("--delta-min-packets", type=int, default=3, choices=(1, 2, 3, 4),
+                   help="a delta frame goes out as at least this many packets (temporal.delta_min_packets; default 3)")
+    p.add_argument("--gop", type=int, default=100, help="key-frame interval, also the video codec's GOP (default 100)")
     p.add_argument("--loss", type=float, default=0.1, help="fragment / packet loss probability (default 0.1)")
-    p.add_argument("--ladder", type=int, nargs="*", default=[150, 300, 1200],
-                   help="more independent-frame budgets for the equal-PSNR figure (default 150 300 1200)")
+    p.add_argument("--ladder", type=int, nargs="*", default=[1200, 2400, 4800],
+                   help="more independent-frame budgets for the equal-PSNR figure (default 1200 2400 4800)")
+    p.add_argument("--match-db", type=float, default=0.3, help="equal PSNR means within this (default 0.3 dB)")
+    p.add_argument("--match-tries", type=int, default=2, help="independent runs aimed at the delta PSNR (default 2)")
     p.add_argument("--threshold", type=float, default=0.35, help="code distance a token must move (default 0.35)")
     p.add_argument("--codec", choices=("hevc", "av1"), nargs="+", default=["hevc"],
                    help="video baselines (default hevc)")
@@ -106,6 +123,30 @@ def bytes_at_psnr(curve: list[tuple[float, float]], target: float) -> float | No
         if min(p0, p1) <= target <= max(p0, p1) and p1 != p0:
             return b0 + (target - p0) * (b1 - b0) / (p1 - p0)
     return None
+
+
+def independent_curve(results: dict[str, Any]) -> list[tuple[float, float]]:
+    return [(r["bytes_per_frame"], r["psnr"]) for k, r in results.items()
+            if k.startswith("independent") and r["loss"] == 0.0]
+
+
+def match_independent(run: Any, results: dict[str, Any], target: float, within: float,
+                      tries: int) -> dict[str, Any] | None:
+    """Every frame coded alone at the budget the independent curve says gives ``target`` PSNR,
+    measured; re-aimed on the curve with the new point until within ``within`` dB (``tries`` runs).
+    The closest run, with its label, or None when the curve never brackets the target."""
+    best: dict[str, Any] | None = None
+    for k in range(tries):
+        b = bytes_at_psnr(independent_curve(results), target)
+        if b is None:
+            break
+        label = f"independent_eq{k}"
+        r = {"label": label, **run(label, int(round(b)))}
+        if best is None or abs(r["psnr"] - target) < abs(best["psnr"] - target):
+            best = r
+        if abs(r["psnr"] - target) <= within:
+            break
+    return best
 
 
 def video_rows(coded: Any, shown: list[np.ndarray], frames: list[np.ndarray], rois: list[np.ndarray],
@@ -174,34 +215,44 @@ def run(args: argparse.Namespace) -> int:
     from models.metrics import psnr
 
     torch.manual_seed(args.seed)
+    torch.set_num_threads(1)  # shares the machine; per-frame restores are small
     frames, fps = read_video(args.video, args.frames, args.step)
     codec, restorer = load_codec2(args.random_init)
     weights = weight_digests()  # the models change while v2 trains: name the files this run used
-    pipeline = build_pipeline(codec, mtu=args.mtu)
-    rois = [roi_mask(pipeline.segmenter.segment(f), f.shape[:2]) for f in frames]
-    runs: list[tuple[str, TemporalConfig, int, float]] = [
-        ("delta", TemporalConfig(enabled=True, key_interval=args.gop, threshold=args.threshold), args.budget, 0.0),
-        ("independent", TemporalConfig(enabled=True, key_interval=1), args.budget, 0.0),
-        (f"delta_loss{args.loss:g}", TemporalConfig(enabled=True, key_interval=args.gop, threshold=args.threshold),
-         args.budget, args.loss),
-        (f"independent_loss{args.loss:g}", TemporalConfig(enabled=True, key_interval=1), args.budget, args.loss),
-    ] + [(f"independent_{b}", TemporalConfig(enabled=True, key_interval=1), b, 0.0) for b in args.ladder]
+    pipelines = {1: build_pipeline(codec, mtu=args.mtu)}  # by coarse_repeat
+    if args.coarse_repeat != 1:
+        pipelines[args.coarse_repeat] = build_pipeline(codec, mtu=args.mtu, coarse_repeat=args.coarse_repeat)
+    rois = [roi_mask(pipelines[1].segmenter.segment(f), f.shape[:2]) for f in frames]
+    delta_cfg = TemporalConfig(enabled=True, key_interval=args.gop, threshold=args.threshold,
+                               key_budget_ratio=args.key_ratio, delta_min_packets=args.delta_min_packets)
+    alone = TemporalConfig(enabled=True, key_interval=1)
     results: dict[str, Any] = {}
     per_frame: dict[str, list[dict[str, Any]]] = {}
     partial = args.out / "temporal_partial.json"
     if args.resume and partial.is_file():
         done = json.loads(partial.read_text())
         results, per_frame = done["results"], done["per_frame"]
-        runs = [r for r in runs if r[0] not in results]
     t0 = time.time()
-    with tqdm(total=len(runs) * len(frames), desc=PROG, unit="frame") as bar:
-        for label, tcfg, budget, loss in runs:
-            res = run_stream(frames, rois, pipeline, codec, tcfg, BudgetConfig("bytes", budget), loss, args.seed,
-                             label, bar)
+    bar = tqdm(desc=PROG, unit="frame")
+
+    def condition(label: str, tcfg: TemporalConfig, budget: int, loss: float, repeat: int = 1) -> dict[str, Any]:
+        if label not in results:  # --resume: a condition already in the partial file is not run again
+            res = run_stream(frames, rois, pipelines[repeat], codec, tcfg, BudgetConfig("bytes", budget), loss,
+                             args.seed, label, bar)
             per_frame[label] = res.rows
-            results[label] = {"budget": budget, "loss": loss, **summarize(res.rows)}
+            results[label] = {"budget": budget, "loss": loss, "coarse_repeat": repeat, **summarize(res.rows)}
             args.out.mkdir(parents=True, exist_ok=True)  # what is done survives a failure further on
-            write_json(args.out / "temporal_partial.json", {"results": results, "per_frame": per_frame})
+            write_json(partial, {"results": results, "per_frame": per_frame})
+        return results[label]
+
+    delta = condition("delta", delta_cfg, args.budget, 0.0, args.coarse_repeat)
+    condition(f"delta_loss{args.loss:g}", delta_cfg, args.budget, args.loss, args.coarse_repeat)
+    for label, budget in [("independent", args.budget)] + [(f"independent_{b}", b) for b in args.ladder]:
+        condition(label, alone, budget, 0.0)
+    match = match_independent(lambda label, b: condition(label, alone, b, 0.0), results, delta["psnr"],
+                              args.match_db, args.match_tries)
+    condition(f"independent_loss{args.loss:g}", alone, match["budget"] if match else args.budget, args.loss)
+    bar.close()
     # the video codec(s) at the delta stream's bytes/frame
     target = results["delta"]["bytes_per_frame"]
     os.environ.setdefault("SVT_LOG", "1")
@@ -230,15 +281,20 @@ def run(args: argparse.Namespace) -> int:
             per_frame[label] = rows
             results[label] = {"q": chosen.q, "scale": chosen.scale, "loss": loss, "loss_draws": len(draws),
                               **summarize(rows), "frames_not_decodable": float(np.mean([b for _, b in draws]))}
-    curve = [(results[k]["bytes_per_frame"], results[k]["psnr"]) for k in results
-             if k.startswith("independent") and results[k]["loss"] == 0.0]
+    curve = independent_curve(results)
     eq = bytes_at_psnr(curve, results["delta"]["psnr"])
+    db = results["delta"]["bytes_per_frame"]
     comparison = {
-        "delta_bytes_per_frame": results["delta"]["bytes_per_frame"], "delta_psnr": results["delta"]["psnr"],
+        "delta_bytes_per_frame": db, "delta_psnr": results["delta"]["psnr"],
         "independent_bytes_at_delta_psnr": eq,
-        "saving": None if eq is None else 1.0 - results["delta"]["bytes_per_frame"] / eq,
+        "saving": None if eq is None else 1.0 - db / eq, "ratio": None if eq is None else eq / db,
         "note": None if eq is not None else "the delta PSNR lies outside the independent curve's range; see the curve",
         "independent_curve": sorted(curve),
+        # the measured run: every frame coded alone at a budget aimed at the delta PSNR
+        "measured": None if match is None else {
+            "label": match["label"], "budget": match["budget"], "bytes_per_frame": match["bytes_per_frame"],
+            "psnr": match["psnr"], "psnr_gap_db": match["psnr"] - results["delta"]["psnr"],
+            "within_db": args.match_db, "ratio": match["bytes_per_frame"] / db},
     }
     report = {
         "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -259,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "temporal.json", report)
-    plot(args.out / "temporal.png", per_frame, results, curve, sweep, args.codec)
+    plot(args.out / "temporal.png", per_frame, results, curve, sweep, args.codec,
+         None if match is None else match["label"])
     print_summary(results, comparison, args.out)
     return 0
 
@@ -273,21 +330,28 @@ def print_summary(results: dict[str, Any], comparison: dict[str, Any], out: Path
               f"{r['frames_per_hour_1pct_sf7']:8.0f} {r['frames_per_hour_1pct_sf10']:8.0f} "
               f"{r['degraded']:4.1f} {r['not_received']:4d}")
     eq = comparison["independent_bytes_at_delta_psnr"]
-    print(f"independent frames need {'n/a' if eq is None else f'{eq:.0f}'} B/frame for the delta stream's "
-          f"{comparison['delta_psnr']:.2f} dB (delta: {comparison['delta_bytes_per_frame']:.0f} B/frame)")
+    print(f"independent frames need {'n/a' if eq is None else f'{eq:.0f}'} B/frame (interpolated) for the delta "
+          f"stream's {comparison['delta_psnr']:.2f} dB (delta: {comparison['delta_bytes_per_frame']:.0f} B/frame)")
+    m = comparison.get("measured")
+    if m is not None:
+        print(f"measured: {m['label']} at budget {m['budget']}: {m['bytes_per_frame']:.0f} B/frame, "
+              f"{m['psnr']:.2f} dB ({m['psnr_gap_db']:+.2f} dB): {m['ratio']:.2f}x the delta stream's bytes")
     print(f"-> {out / 'temporal.json'}, {out / 'temporal.png'}")
 
 
 def plot(path: Path, per_frame: dict[str, list[dict]], results: dict[str, Any], curve: list, sweep: list,
-         codecs: list[str]) -> None:
+         codecs: list[str], matched: str | None = None) -> None:
     plt = pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, (a, r, b) = plt.subplots(1, 3, figsize=(19, 4.8))
     for label, rows in per_frame.items():
-        if label.startswith("independent_") and "loss" not in label:
+        if label.startswith("independent_") and "loss" not in label and label != matched:
             continue
-        a.plot([r["frame"] for r in rows], [r["psnr"] for r in rows], label=label,
-               ls="--" if "loss" in label else "-")
-    a.set(xlabel="frame", ylabel="PSNR (dB)", title="per frame")
+        name = f"{label} ({results[label]['bytes_per_frame']:.0f} B/f)"
+        for ax, key in ((a, "psnr"), (r, "roi_psnr")):
+            ax.plot([x["frame"] for x in rows], [x[key] for x in rows], label=name, lw=1,
+                    ls="--" if "loss" in label else "-")
+    a.set(xlabel="frame", ylabel="PSNR (dB)", title="PSNR per frame")
+    r.set(xlabel="frame", ylabel="ROI-PSNR (dB)", title="ROI-PSNR per frame (detected people)")
     a.legend(fontsize=7)
     xs, ys = zip(*sorted(curve)) if curve else ((), ())
     b.plot(xs, ys, "o-", label="independent (key frames)")

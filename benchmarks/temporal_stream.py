@@ -62,7 +62,9 @@ def run_stream(frames: list[np.ndarray], rois: list[np.ndarray], pipeline: Any, 
 
     rng = np.random.default_rng(seed)
     selector = TemporalSelector(pipeline, temporal)
-    packer = LinkPacker(DEVICE, pipeline.config.packet.mtu, Sealer(KEY, DEVICE, tag_len=TAG))
+    # as the edge service builds it: key frames' coarse copies, as the pipeline's budget paid for
+    packer = LinkPacker(DEVICE, pipeline.config.packet.mtu, Sealer(KEY, DEVICE, tag_len=TAG),
+                        coarse_repeat=pipeline.config.packet.coarse_repeat)
     out = StreamResult()
     with tempfile.TemporaryDirectory(prefix=f"temporal-{label}-") as tmp:
         cfg = CloudConfig(source="none", worker_id="bench")

@@ -25,13 +25,19 @@ from .pipeline import PacketConfig
 from .sampler import SizeFn, _prefix_fit, _settle_exact, _taken
 
 
-def delta_order(moved: np.ndarray, distance: np.ndarray, semantic: np.ndarray) -> np.ndarray:
+def delta_order(moved: np.ndarray, distance: np.ndarray, semantic: np.ndarray,
+                sent: np.ndarray | None = None) -> np.ndarray:
     """Flat positions to keep, in order: object tokens by score, then moved tokens by distance.
 
-    Ties go to the lower row-major position; unmoved background is not in the order at all."""
+    ``sent`` (the reference key frame's kept map) drops the object tokens that neither moved nor
+    need sending: the cloud already holds their exact token from the key frame. Ties go to the
+    lower row-major position; unmoved background is not in the order at all."""
     sem, mov, dist = semantic.ravel(), moved.ravel(), distance.ravel()
     flat = np.arange(sem.size)
-    objects = flat[sem > 0]
+    wanted = sem > 0
+    if sent is not None:
+        wanted &= mov | ~np.asarray(sent, bool).ravel()
+    objects = flat[wanted]
     objects = objects[np.lexsort((objects, -dist[objects], -sem[objects]))]
     rest = flat[mov & (sem <= 0)]
     rest = rest[np.lexsort((rest, -dist[rest]))]
@@ -39,9 +45,10 @@ def delta_order(moved: np.ndarray, distance: np.ndarray, semantic: np.ndarray) -
 
 
 def delta_cost_fn(width: int, height: int, unit: str, tokenizer_id: int, packet: PacketConfig,
-                  grid: tuple[int, int]) -> SizeFn:
-    """Exact cost of a delta frame's fragments (bytes, or seconds on air at ``packet.radio``);
-    carries ``.estimate`` in bytes for the search, as ``edge.pipeline.layered_cost_fn`` does."""
+                  grid: tuple[int, int], min_packets: int = 1) -> SizeFn:
+    """Exact cost of a delta frame's fragments (bytes, or seconds on air at ``packet.radio``),
+    with the copies ``edge.packer.fill_copies`` adds up to ``min_packets``; carries ``.estimate``
+    in bytes for the search, as ``edge.pipeline.layered_cost_fn`` does."""
     from link.header2 import LAYER_FINE
     from link.packet2 import default_models, estimate_layer, plan_layer
 
@@ -61,12 +68,18 @@ def delta_cost_fn(width: int, height: int, unit: str, tokenizer_id: int, packet:
     class Cost:
         def __call__(self, kept: np.ndarray, indices: np.ndarray) -> float:
             plans = plan_layer(frame(kept, indices), LAYER_FINE, mtu=packet.mtu, tag_len=packet.tag_len, models=models)
-            return float(sum(per(p.size) for p in plans))
+            sizes = sorted(p.size for p in plans)
+            sizes += [sizes[i % len(sizes)] for i in range(max(0, min_packets - len(sizes)))] if sizes else []
+            return float(sum(per(s) for s in sizes))
 
     cost = Cost()
     if unit != "seconds":
-        cost.estimate = lambda k, i: estimate_layer(  # type: ignore[attr-defined]
-            frame(k, i), LAYER_FINE, mtu=packet.mtu, tag_len=packet.tag_len, models=models)
+        def estimate(k: np.ndarray, i: np.ndarray) -> float:
+            est = estimate_layer(frame(k, i), LAYER_FINE, mtu=packet.mtu, tag_len=packet.tag_len, models=models)
+            n = max(1, -(-int(est) // packet.mtu))  # about: fragments, and copies of the last (smallest) one
+            return est + max(0, min_packets - n) * (est - (n - 1) * packet.mtu)
+
+        cost.estimate = estimate  # type: ignore[attr-defined]
     return cost
 
 

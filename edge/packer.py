@@ -47,6 +47,7 @@ class LinkPacker:
         # The same shipped prior the pipeline sized the packet with, so the budget holds exactly.
         fragments = list(self._pack(frame, mtu=self.mtu, sealer=self.sealer, prior=default_prior(frame.tokenizer_id)))
         fragments += repeat_coarse(fragments, self.coarse_repeat)
+        fragments += fill_copies(fragments, getattr(selection, "min_packets", 1))  # delta frames (edge.temporal)
         return Packed(fragments, semantic_score(selection))
 
 
@@ -55,6 +56,14 @@ def repeat_coarse(fragments: Sequence[bytes], repeat: int) -> list[bytes]:
     against burst loss); the cloud keeps the first copy of each and counts the rest as duplicates."""
     coarse = [f for f in fragments if len(f) > 1 and f[0] == 2 and f[1] & 0x08]
     return coarse * (repeat - 1)
+
+
+def fill_copies(fragments: Sequence[bytes], min_packets: int) -> list[bytes]:
+    """Copies of the smallest fragments (cycling, smallest first) until the frame goes out as
+    ``min_packets`` packets: a frame of one or two fragments then survives losing any but one.
+    ``edge.delta.delta_cost_fn`` charges the same copies."""
+    order = sorted(fragments, key=len)
+    return [order[i % len(order)] for i in range(max(0, min_packets - len(order)))] if order else []
 
 
 def semantic_score(selection: Any) -> float:

@@ -42,6 +42,12 @@ class TemporalConfig:
     enabled: bool = False
     key_interval: int = 30  # a key frame at least every this many frames (1: every frame is a key frame)
     key_max_age_s: float = 0.0  # and when the reference is older than this (0: no age limit)
+    # A key frame's budget is this many times the frame budget (an I-frame bigger than P-frames:
+    # its tokens and coarse layer serve every delta frame of its GOP). 1: the same budget.
+    key_budget_ratio: float = 1.0
+    # A delta frame goes out as at least this many radio packets (copies of its smallest
+    # fragments fill up, paid from its budget): the frame is lost only if all are. 1: no copies.
+    delta_min_packets: int = 1
     threshold: float = 0.35  # a token moved when its code vector is this far from the reference's (unit codes: 0..2)
     scene_change: float = 0.5  # share of moved tokens above which a key frame is sent instead of a delta
     semantic: bool = True  # delta frames also carry the tokens of detected objects
@@ -60,6 +66,10 @@ class TemporalConfig:
             raise ValueError("temporal.key_max_age_s must be >= 0 and temporal.heartbeat_s > 0")
         if self.ack_timeout_s < 0:
             raise ValueError(f"temporal.ack_timeout_s must be >= 0, got {self.ack_timeout_s}")
+        if not 1.0 <= self.key_budget_ratio <= 100.0:
+            raise ValueError(f"temporal.key_budget_ratio must be in [1, 100], got {self.key_budget_ratio}")
+        if not 1 <= self.delta_min_packets <= 4:
+            raise ValueError(f"temporal.delta_min_packets must be in [1, 4], got {self.delta_min_packets}")
         if not 0.0 < self.threshold <= 2.0:
             raise ValueError(f"temporal.threshold must be in (0, 2] (unit code distance), got {self.threshold}")
         if not 0.0 < self.scene_change <= 1.0:
@@ -78,6 +88,7 @@ class Reference:
     width: int
     height: int
     created: float  # monotonic seconds
+    sent: np.ndarray | None = None  # (gh, gw) bool: the cells whose token the key frame sent (None: unknown)
 
 
 class ReferenceKeeper:
@@ -128,10 +139,10 @@ class ReferenceKeeper:
         log.info("key frame requested")
 
     def key_sent(self, counter: int, tokens: np.ndarray, coarse: np.ndarray, *, scale: int, width: int,
-                 height: int) -> None:
-        """A key frame went into the outbox under ``counter``."""
+                 height: int, sent: np.ndarray | None = None) -> None:
+        """A key frame went into the outbox under ``counter`` (``sent``: its kept map)."""
         ref = Reference(counter, np.array(tokens, np.int64), np.array(coarse, np.int64), scale, width, height,
-                        self.clock())
+                        self.clock(), None if sent is None else np.array(sent, bool))
         with self._lock:
             self._requested = False
             self._since_key = 0

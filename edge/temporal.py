@@ -2,7 +2,8 @@
 
 ``TemporalSelector.select(image)`` returns a selection the packer turns into a wire v2 frame:
 
-* a **key frame** (``EdgePipeline.select``: coarse layer + fine tokens under the budget) when the
+* a **key frame** (``EdgePipeline.select``: coarse layer + fine tokens under the budget times
+  ``key_budget_ratio``: the I-frame every delta of its GOP builds on) when the
   ``ReferenceKeeper`` wants one (no reference yet, schedule, age, a request from the cloud) or
   when the scene changed (more than ``scene_change`` of the tokens moved);
 * otherwise a **delta frame** against the reference (``edge.delta``): object tokens and moved
@@ -17,6 +18,7 @@ key frame become the reference, under the counter the outbox gave it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from .delta import delta_cost_fn, delta_order, fit_order
 from .importance import semantic_scores
 from .pipeline import EdgePipeline, Selection, shrink
 from .reference import Reference, ReferenceKeeper, TemporalConfig
-from .sampler import BudgetConfig, BudgetTooSmall, budget_limit
+from .sampler import BudgetConfig, BudgetTooSmall, SizeFn, budget_limit
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class TemporalSelection(Selection):
     ref_counter: int | None = None
     reason: str = ""  # why this type: "schedule", "scene change", "moved", "event", "heartbeat", ...
     moved_fraction: float = 0.0  # share of tokens that moved from the reference (delta frames)
+    min_packets: int = 1  # the packer adds copies of the smallest fragments up to this many (delta frames)
 
 
 class TemporalSelector:
@@ -75,9 +78,15 @@ class TemporalSelector:
             if not isinstance(out, str):
                 return out
             reason = out
-        sel = self.pipeline.select(image, budget)
+        sel = self.pipeline.select(image, self.key_budget(budget))
         log.debug("key frame (%s)", reason)
         return TemporalSelection(**vars(sel), frame_type=FRAME_KEY, reason=reason or "key")
+
+    def key_budget(self, budget: BudgetConfig | None) -> BudgetConfig:
+        """The budget of a key frame: the frame budget times ``key_budget_ratio``."""
+        budget = budget or self.pipeline.config.budget
+        ratio = self.config.key_budget_ratio
+        return budget if ratio == 1.0 else dataclasses.replace(budget, value=budget.value * ratio)
 
     def queued(self, selection: object, counter: int) -> None:
         """``selection`` is in the outbox under ``counter``."""
@@ -88,7 +97,7 @@ class TemporalSelector:
             self.keeper.delta_sent()
         elif selection.coarse is not None and selection.tokens is not None:
             self.keeper.key_sent(counter, selection.tokens, selection.coarse, scale=selection.scale,
-                                 width=selection.width, height=selection.height)
+                                 width=selection.width, height=selection.height, sent=selection.kept)
 
     def _delta(self, image: np.ndarray, ref: Reference,
                budget: BudgetConfig | None) -> TemporalSelection | str | None:
@@ -131,14 +140,16 @@ class TemporalSelector:
         budget = budget or pipe.config.budget
         limit = budget_limit(budget, width, height)
         unit = "seconds" if budget.unit == "seconds" else "bytes"
-        cost = delta_cost_fn(width, height, unit, pipe.config.tokenizer_id, pipe.config.packet, (gh, gw))
-        order = delta_order(moved, distance, semantic)
+        copies = cfg.delta_min_packets
+        cost = delta_cost_fn(width, height, unit, pipe.config.tokenizer_id, pipe.config.packet, (gh, gw), copies)
+        order = delta_order(moved, distance, semantic, ref.sent)
         try:
-            kept, spent = fit_order(order, tokens, cost, limit)
+            kept, spent = fit_order_with_copies(order, tokens, cost, limit, lambda: delta_cost_fn(
+                width, height, unit, pipe.config.tokenizer_id, pipe.config.packet, (gh, gw)))
         except BudgetTooSmall as exc:
             raise BudgetTooSmall.for_budget(budget, width, height, exc.empty_size) from None
         size = int(spent) if unit == "bytes" else int(delta_cost_fn(
-            width, height, "bytes", pipe.config.tokenizer_id, pipe.config.packet, (gh, gw))(kept, tokens[kept]))
+            width, height, "bytes", pipe.config.tokenizer_id, pipe.config.packet, (gh, gw), copies)(kept, tokens[kept]))
         t3 = time.perf_counter()
         timings = {"encode": (t1 - t0) * 1e3, "segment": (t2 - t1) * 1e3, "select": (t3 - t2) * 1e3}
         return TemporalSelection(
@@ -146,5 +157,18 @@ class TemporalSelector:
             tokenizer_id=pipe.config.tokenizer_id, timings=timings, size_bytes=size, cost=spent, limit=limit,
             unit=unit, n_semantic=int(np.count_nonzero(kept & (semantic > 0))), instances=list(instances),
             coarse=None, scale=ref.scale, tokens=tokens, frame_type=FRAME_DELTA, ref_counter=ref.counter,
-            reason=reason, moved_fraction=moved_fraction,
+            reason=reason, moved_fraction=moved_fraction, min_packets=copies,
         )  # fmt: skip
+
+
+def fit_order_with_copies(order: np.ndarray, tokens: np.ndarray, cost: SizeFn, limit: float,
+                          plain: Callable[[], SizeFn]) -> tuple[np.ndarray, float]:
+    """``fit_order`` under a cost that adds copies to short frames. That cost is not monotone
+    (a frame that grows from two fragments to three drops its copy), so first the fit without
+    copies: when it already has the packets it needs (its copies cost nothing) it is the answer;
+    otherwise the short frame is fitted with its copies."""
+    kept, _ = fit_order(order, tokens, plain(), limit)
+    spent = cost(kept, tokens[kept])
+    if spent <= limit:
+        return kept, spent
+    return fit_order(order, tokens, cost, limit)

@@ -235,6 +235,15 @@ class ReferenceRecord:
     # (grid_h, grid_w) bool: cells whose token came over the link (the rest were restored);
     # None for a reference stored before this map existed
     sent: np.ndarray | None = None
+    # (3, dh, dw) int64 quantised 32x32 block means of the key frame (link.dc), -1 where their
+    # fragment was lost; None when the key frame sent none (or the reference predates them)
+    dc: np.ndarray | None = None
+
+    def dc_blob(self) -> bytes | None:
+        """The block means as u8 (255 where unknown; every level is below 65), or None."""
+        if self.dc is None:
+            return None
+        return np.where(np.asarray(self.dc) < 0, DC_UNKNOWN, self.dc).astype(np.uint8).tobytes()
 
     def blobs(self) -> tuple[bytes, bytes, bytes, bytes | None]:
         """(tokens as u16 LE, coarse levels as u8, coarse-known map as u8, sent map as u8 or None):
@@ -246,7 +255,7 @@ class ReferenceRecord:
     @classmethod
     def from_blobs(cls, device_id: int, counter: int, tokenizer_id: int, grid_h: int, grid_w: int, width: int,
                    height: int, tokens: bytes, coarse: bytes, coarse_known: bytes,
-                   stored_at: float = 0.0, sent: bytes | None = None) -> ReferenceRecord:
+                   stored_at: float = 0.0, sent: bytes | None = None, dc: bytes | None = None) -> ReferenceRecord:
         """The inverse of ``blobs``; StoreError when the bytes do not fit the shapes."""
         try:
             t = np.frombuffer(bytes(tokens), "<u2").astype(np.int64).reshape(grid_h, grid_w)
@@ -255,11 +264,16 @@ class ReferenceRecord:
             c = np.frombuffer(bytes(coarse), np.uint8).astype(np.int64).reshape(-1, hc, wc)
             k = k.reshape(hc, wc)
             m = None if sent is None else np.frombuffer(bytes(sent), np.uint8).astype(bool).reshape(grid_h, grid_w)
+            means = None
+            if dc is not None:
+                means = np.frombuffer(bytes(dc), np.uint8).astype(np.int64).reshape(3, -(-hc // 2), -(-wc // 2))
+                means[means == DC_UNKNOWN] = -1
         except (ValueError, LinkError) as exc:
             raise StoreError(f"reference {device_id}/{counter}: stored arrays do not fit their grid ({exc})") from None
-        return cls(device_id, counter, tokenizer_id, grid_h, grid_w, width, height, t, c, k, stored_at, m)
+        return cls(device_id, counter, tokenizer_id, grid_h, grid_w, width, height, t, c, k, stored_at, m, means)
 
 
+DC_UNKNOWN = 255  # a reference's block mean that did not arrive, as stored
 REFERENCES_KEPT = 8  # references kept per device (the newest); a delta naming an older one is degraded
 
 

@@ -123,4 +123,7 @@ CREATE TABLE refs (
     (5, "references remember which cells of the key frame came over the link (the rest were restored)", """
 ALTER TABLE refs ADD COLUMN sent bytea;
 """),
+    (6, "references keep the key frame's block means (link.dc): delta frames decode with its colours", """
+ALTER TABLE refs ADD COLUMN dc bytea;
+"""),
 )

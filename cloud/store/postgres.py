@@ -496,10 +496,10 @@ class PostgresStore(Store):
         def run(conn: psycopg.Connection) -> bool:
             new = conn.execute(
                 "INSERT INTO refs (device_id, counter, tokenizer_id, grid_h, grid_w, width, height, tokens, coarse, "
-                "coarse_known, stored_at, sent) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "coarse_known, stored_at, sent, dc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (device_id, counter) DO NOTHING RETURNING 1",
                 (ref.device_id, ref.counter, ref.tokenizer_id, ref.grid_h, ref.grid_w, ref.width, ref.height,
-                 tokens, coarse, known, ref.stored_at or time.time(), sent)).fetchone()
+                 tokens, coarse, known, ref.stored_at or time.time(), sent, ref.dc_blob())).fetchone()
             conn.execute("DELETE FROM refs WHERE device_id = %s AND counter NOT IN (SELECT counter FROM refs "
                          "WHERE device_id = %s ORDER BY counter DESC LIMIT %s)",
                          (ref.device_id, ref.device_id, REFERENCES_KEPT))
@@ -510,13 +510,13 @@ class PostgresStore(Store):
 
     def get_reference(self, device_id: int, counter: int) -> ReferenceRecord | None:
         rows = self._read("SELECT tokenizer_id, grid_h, grid_w, width, height, tokens, coarse, coarse_known, "
-                          "stored_at, sent FROM refs WHERE device_id = %s AND counter = %s", (device_id, counter))
+                          "stored_at, sent, dc FROM refs WHERE device_id = %s AND counter = %s", (device_id, counter))
         if not rows:
             return None
         r = rows[0]
         return ReferenceRecord.from_blobs(device_id, counter, r["tokenizer_id"], r["grid_h"], r["grid_w"],
                                           r["width"], r["height"], r["tokens"], r["coarse"], r["coarse_known"],
-                                          r["stored_at"], r["sent"])
+                                          r["stored_at"], r["sent"], r["dc"])
 
     def close(self) -> None:
         self._pool.close()

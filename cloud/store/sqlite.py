@@ -119,6 +119,7 @@ CREATE TABLE IF NOT EXISTS refs (
     coarse_known BLOB NOT NULL,
     stored_at REAL NOT NULL,
     sent BLOB,
+    dc BLOB,
     PRIMARY KEY (device_id, counter)
 );
 CREATE TABLE IF NOT EXISTS pending (
@@ -199,8 +200,10 @@ class SqliteStore(Store):
             for name, decl in _TEMPORAL_COLS:
                 if name not in have:
                     db.execute(f"ALTER TABLE frames ADD COLUMN {name} {decl}")
-            if "sent" not in {r[1] for r in db.execute("PRAGMA table_info(refs)")}:
-                db.execute("ALTER TABLE refs ADD COLUMN sent BLOB")
+            have_refs = {r[1] for r in db.execute("PRAGMA table_info(refs)")}
+            for name in ("sent", "dc"):
+                if name not in have_refs:
+                    db.execute(f"ALTER TABLE refs ADD COLUMN {name} BLOB")
 
     def _prepare(self, busy_timeout_s: float) -> None:
         """Switch to WAL and create the schema, retrying while other openers hold the file.
@@ -557,10 +560,10 @@ class SqliteStore(Store):
         tokens, coarse, known, sent = ref.blobs()
         with self._write() as db:
             cur = db.execute("INSERT INTO refs (device_id, counter, tokenizer_id, grid_h, grid_w, width, height, "
-                             "tokens, coarse, coarse_known, stored_at, sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                             "ON CONFLICT (device_id, counter) DO NOTHING",
+                             "tokens, coarse, coarse_known, stored_at, sent, dc) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, counter) DO NOTHING",
                              (ref.device_id, ref.counter, ref.tokenizer_id, ref.grid_h, ref.grid_w, ref.width,
-                              ref.height, tokens, coarse, known, ref.stored_at or time.time(), sent))
+                              ref.height, tokens, coarse, known, ref.stored_at or time.time(), sent, ref.dc_blob()))
             db.execute("DELETE FROM refs WHERE device_id = ? AND counter NOT IN (SELECT counter FROM refs "
                        "WHERE device_id = ? ORDER BY counter DESC LIMIT ?)",
                        (ref.device_id, ref.device_id, REFERENCES_KEPT))
@@ -568,7 +571,7 @@ class SqliteStore(Store):
 
     def get_reference(self, device_id: int, counter: int) -> ReferenceRecord | None:
         rows = self._read("SELECT tokenizer_id, grid_h, grid_w, width, height, tokens, coarse, coarse_known, "
-                          "stored_at, sent FROM refs WHERE device_id = ? AND counter = ?", (device_id, counter))
+                          "stored_at, sent, dc FROM refs WHERE device_id = ? AND counter = ?", (device_id, counter))
         if not rows:
             return None
         return ReferenceRecord.from_blobs(device_id, counter, *tuple(rows[0]))

@@ -37,13 +37,16 @@ def test_writes_json_and_plot_with_every_condition(tmp_path, monkeypatch):
     video = write_video(tmp_path / "v.avi")
     out = tmp_path / "out"
     assert temporal.main(["--video", str(video), "--frames", "4", "--step", "1", "--gop", "2", "--budget", "400",
-                          "--ladder", "200", "--loss", "0.3", "--out", str(out), "--random-init"]) == 0
+                          "--key-ratio", "1", "--coarse-repeat", "2", "--delta-min-packets", "2", "--ladder", "200", "--loss", "0.3",
+                          "--match-tries", "1", "--out", str(out), "--random-init"]) == 0
     report = json.loads((out / "temporal.json").read_text())
     res = report["results"]
     assert {"delta", "independent", "delta_loss0.3", "independent_loss0.3", "independent_200"} <= set(res)
     d, ind = res["delta"], res["independent"]
     assert (d["key_frames"], d["delta_frames"]) == (2, 2) and ind["key_frames"] == 4
-    assert d["bytes_per_frame"] < ind["bytes_per_frame"] <= 400
+    assert d["bytes_per_frame"] <= 400 and ind["bytes_per_frame"] <= 400  # copies are paid from the budget
+    assert (d["coarse_repeat"], ind["coarse_repeat"]) == (2, 1)
+    assert all(r["fragments"] >= 2 for r in report["per_frame"]["delta"])
     for r in res.values():
         assert r["frames_per_hour_1pct_sf7"] == pytest.approx(36.0 / r["airtime_sf7_s"])
         assert r["airtime_sf10_s"] > r["airtime_sf7_s"]
@@ -51,6 +54,22 @@ def test_writes_json_and_plot_with_every_condition(tmp_path, monkeypatch):
         assert res["hevc"]["bytes_per_frame"] <= d["bytes_per_frame"]
     assert len(report["per_frame"]["delta"]) == 4 and (out / "temporal.png").stat().st_size > 0
     assert report["config"]["restorer"] == "random"
+
+
+def test_match_independent_reaims_until_within():
+    results = {"independent_100": {"bytes_per_frame": 100.0, "psnr": 20.0, "loss": 0.0},
+               "independent_400": {"bytes_per_frame": 400.0, "psnr": 23.0, "loss": 0.0}}
+    asked = []
+
+    def run(label, budget):  # a concave curve: the linear aim overshoots, the second lands
+        asked.append(budget)
+        results[label] = {"budget": budget, "bytes_per_frame": float(budget), "loss": 0.0,
+                          "psnr": 20.0 + 3.0 * ((budget - 100) / 300) ** 0.5}
+        return results[label]
+
+    m = temporal.match_independent(run, results, 21.0, 0.3, 3)
+    assert asked[0] == 200 and len(asked) >= 2 and abs(m["psnr"] - 21.0) <= 0.3
+    assert temporal.match_independent(run, results, 30.0, 0.3, 3) is None  # outside the curve
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

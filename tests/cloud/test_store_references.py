@@ -57,6 +57,18 @@ def test_reference_round_trips_is_idempotent_and_survives_reopening(store_cfg):
     assert np.array_equal(got.sent, ref.sent) and got.sent.dtype == bool
 
 
+def test_block_means_round_trip_with_the_lost_ones_marked(store_cfg):
+    dc = np.full((3, 2, 2), 40, np.int64)
+    dc[0] = 32
+    dc[:, 1, 0] = -1
+    ref = ReferenceRecord(**{**vars(reference(4, 10)), "dc": dc})
+    with make_store(store_cfg) as s:
+        s.put_reference(ref)
+        assert np.array_equal(s.get_reference(4, 10).dc, dc)
+        s.put_reference(reference(4, 11))
+        assert s.get_reference(4, 11).dc is None
+
+
 def test_a_reference_without_its_sent_map_still_round_trips(store_cfg):
     ref = reference(4, 10)
     ref = ReferenceRecord(**{**vars(ref), "sent": None})

@@ -102,6 +102,41 @@ def test_delta_order_puts_objects_first_then_moved_by_distance_and_drops_the_sti
     assert delta_order(moved, dist, sem).tolist() == [3, 2, 5, 0]
 
 
+def test_delta_order_skips_still_object_tokens_the_key_frame_sent():
+    moved = np.array([[True, False, False]])
+    dist = np.array([[0.5, 0.0, 0.0]])
+    sem = np.array([[1.0, 1.0, 1.0]])
+    sent = np.array([[True, True, False]])
+    assert delta_order(moved, dist, sem, sent).tolist() == [0, 2]
+
+
+def test_key_frames_get_the_key_budget_ratio_deltas_the_frame_budget():
+    sel, _ = selector(TemporalConfig(enabled=True, threshold=0.05, scene_change=1.0, key_budget_ratio=3.0),
+                      BudgetConfig("bytes", 150))
+    img = scene()
+    key = sel.select(img)
+    assert key.frame_type == FRAME_KEY and 150 < key.size_bytes <= 450 and key.limit == 450
+    sel.queued(key, 1)
+    assert sel.keeper.reference.sent is not None and np.array_equal(sel.keeper.reference.sent, key.kept)
+    d = sel.select(255 - img)
+    assert d.frame_type == FRAME_DELTA and d.size_bytes <= 150 and d.limit == 150
+
+
+def test_a_short_delta_goes_out_as_min_packets_copies_within_its_budget():
+    sel, _ = selector(TemporalConfig(enabled=True, threshold=0.2, delta_min_packets=3), BudgetConfig("bytes", 600))
+    img = scene()
+    sel.queued(sel.select(img), 1)
+    moved = img.copy()
+    moved[:16, :32] = 255 - moved[:16, :32]
+    d = sel.select(moved)
+    frags = LinkPacker(7, 222, Sealer(KEY, 7))(d, 2, 1).fragments
+    assert d.frame_type == FRAME_DELTA and d.min_packets == 3 and len(frags) == 3
+    assert sum(map(len, frags)) == d.size_bytes <= 600 and len(set(frags)) < 3
+    for one in set(frags):  # any one copy arriving makes the frame
+        got = unpack([one], Opener(KeyStore({7: KEY})))
+        assert got.ref_counter == 1 and np.array_equal(got.kept, d.kept)
+
+
 def test_first_frame_is_key_then_deltas_send_only_what_moved():
     sel, _ = selector(TemporalConfig(enabled=True, threshold=0.2))
     img = scene()
@@ -160,15 +195,20 @@ def test_scene_change_schedule_and_request_make_key_frames():
     assert d.frame_type == FRAME_DELTA and d.ref_counter == 6
 
 
-def test_semantic_tokens_ride_on_deltas_even_when_still():
+def test_still_semantic_tokens_ride_on_deltas_unless_the_key_frame_sent_them():
     sel, seg = selector(TemporalConfig(enabled=True, threshold=0.2))
     img = scene()
-    sel.queued(sel.select(img), 1)
+    key = sel.select(img)
+    sent_map = np.zeros_like(key.kept)
+    sent_map[5, 8:10] = True  # say the key frame sent the upper two of the object's four cells
+    sel.keeper.key_sent(1, key.tokens, key.coarse, scale=1, width=key.width, height=key.height, sent=sent_map)
+    sent = sent_map[5:7, 8:10]
     mask = np.zeros(img.shape[:2], bool)
     mask[40:56, 64:80] = True
     seg.instances = [Instance("person", 0, 0.9, (64, 40, 80, 56), mask)]
     d = sel.select(img)
-    assert d.frame_type == FRAME_DELTA and d.kept[5:7, 8:10].all() and d.n_semantic >= 4
+    assert d.frame_type == FRAME_DELTA and np.array_equal(d.kept[5:7, 8:10], ~sent)
+    assert d.n_semantic == int((~sent).sum()) and d.kept.sum() == d.n_semantic
 
 
 def test_event_trigger_sends_nothing_without_the_class_then_a_heartbeat():
@@ -188,7 +228,8 @@ def test_event_trigger_sends_nothing_without_the_class_then_a_heartbeat():
     mask[:16, :16] = True
     seg.instances = [Instance("person", 0, 0.9, (0, 0, 16, 16), mask)]
     ev = sel.select(img)
-    assert ev.reason == "event person" and ev.kept[:2, :2].all()
+    # the event goes out; the person's still tokens the key frame already sent are not repeated
+    assert ev.reason == "event person" and np.array_equal(ev.kept[:2, :2], ~sel.keeper.reference.sent[:2, :2])
 
 
 def test_with_a_downlink_only_an_acknowledged_key_frame_becomes_the_reference():
