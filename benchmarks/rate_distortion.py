@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-init", action="store_true", help="untrained weights (tests)")
     p.add_argument("--tokenizer", type=int, choices=(1, 3), default=3,
                    help="3: coarse layer + fine tokens (wire v2, default); 1: fine tokens only (wire v1)")
+    p.add_argument("--encoder", type=Path, default=None,
+                   help="an ONNX encoder file for the edge (default: the torch tokenizer in process)")
     return p
 
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     codec = load_codec(args.tokenizer, device=args.device, random_init=args.random_init)
     records: list[dict] = []
-    with build_pipeline(codec, args.segmenter, args.mtu) as pipe:
+    with build_pipeline(codec, args.segmenter, args.mtu, encoder=args.encoder) as pipe:
         for path in tqdm(paths, desc=PROG, file=sys.stderr):
             im = load_image(path, args.max_side)
             records += evaluate_image(codec, pipe, im, path.name, targets, codecs, 4 if args.quick else 8, args.seed)
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
              "tokenizer-all has no target: every token kept, bpp is that packet's size.",
              "Classical files that exceed the target even at quarter resolution and lowest quality are "
              "recorded with fits=false at their smallest size.",
-             "Encoder: the torch tokenizer in process (same weights as its ONNX export)."]
+             f"Encoder: {args.encoder or 'the torch tokenizer in process (same weights as its ONNX export)'}."]
     if not perceptual_available():
         notes.append("piq not importable: HaarPSI, DSS and VSI are null.")
     args.out.mkdir(parents=True, exist_ok=True)

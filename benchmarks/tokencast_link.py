@@ -13,13 +13,14 @@ whichever fragments arrived and restores masked and lost tokens with the MaskGIT
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge.pipeline import EdgePipeline, PacketConfig, PipelineConfig, Selection, link_cost_fn
 from edge.recoverability import Recoverability
-from edge.runtime import InferenceBackend, TensorSpec
+from edge.runtime import InferenceBackend, TensorSpec, create_backend
 from edge.sampler import BudgetConfig, BudgetTooSmall, SizeFn
 from edge.segmenter import SegmenterConfig, create_segmenter
 from link.dc import correct as correct_means
@@ -74,12 +75,19 @@ def load_codec(tokenizer_id: int = 3, device: str = "auto", random_init: bool = 
 
 
 def build_pipeline(codec: Codec, segmenter: str = SegmenterConfig.backend, mtu: int = 222,
-                   coarse_repeat: int = 1) -> EdgePipeline:
+                   coarse_repeat: int = 1, encoder: Path | None = None) -> EdgePipeline:
+    """The edge pipeline around ``codec``'s torch tokenizer, or around the ONNX ``encoder`` file
+    (what a camera runs, e.g. the light distilled encoder) when one is given."""
     config = PipelineConfig(segmenter=SegmenterConfig(backend=segmenter),
                             packet=PacketConfig(mtu=mtu, coarse_repeat=coarse_repeat), tokenizer_id=codec.tokenizer_id)
     seg = create_segmenter(config.segmenter).load()
     rec = Recoverability(config.recoverability, config.factor).load()
-    return EdgePipeline(config, TokenizerBackend(codec), seg, rec)
+    if encoder is not None:
+        config.encoder = Path(encoder)
+        backend = create_backend(config.encoder, config.encoder_runtime).load()
+    else:
+        backend = TokenizerBackend(codec)
+    return EdgePipeline(config, backend, seg, rec)
 
 
 def select(pipe: EdgePipeline, image: np.ndarray, bpp: float) -> Selection | None:

@@ -340,7 +340,7 @@ def sample(
     tries = config.topup_tries
     if estimate is not None:
         k, size = _settle_exact(order, tokens, size_fn, estimate, limit, k)
-        tries = min(tries, 2)
+        tries = 0
     kept = _taken(order[:k], tokens.shape)
     for pos in order[k + 1 : k + 1 + tries]:
         if size >= TOPUP_DONE * limit:

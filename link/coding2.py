@@ -158,11 +158,15 @@ class _Reader:
 
 # ---------------------------------------------------------------- slice geometry
 
+@functools.lru_cache(maxsize=4096)
 def _neighbours(start: int, length: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Slice-relative index of the left and upper neighbour of each position, -1 outside the slice."""
+    """Slice-relative index of the left and upper neighbour of each position, -1 outside the slice.
+    Cached (the planner asks for the same slices again and again); the arrays are read-only."""
     pos = start + np.arange(length)
     left = np.where((pos % width != 0) & (pos - 1 >= start), np.arange(length) - 1, -1)
     up = np.where(pos - width >= start, np.arange(length) - width, -1)
+    left.flags.writeable = False
+    up.flags.writeable = False
     return left, up
 
 
@@ -294,13 +298,18 @@ def fine_symbols(kept: np.ndarray, indices: np.ndarray, start: int, width: int,
     length = kept.size
     left, up = _neighbours(start, length, width)
     ctx = _mask_ctx(kept, left, up)
-    ones = np.zeros(length)
-    seen = np.zeros(length)
-    for c in np.unique(ctx):
-        sel = ctx == c
-        b = kept[sel].astype(np.float64)
-        ones[sel] = np.cumsum(b) - b
-        seen[sel] = np.arange(b.size)
+    # adaptive counts per context before each position: positions grouped by context (stable
+    # sort keeps raster order), then exclusive running counts within each group
+    order = np.argsort(ctx, kind="stable")
+    grouped = ctx[order]
+    b = kept[order].astype(np.int64)
+    i = np.arange(length)
+    first = np.maximum.accumulate(np.where(np.r_[True, grouped[1:] != grouped[:-1]], i, 0))
+    before = np.cumsum(b) - b
+    ones = np.empty(length)
+    seen = np.empty(length)
+    ones[order] = before - before[first]
+    seen[order] = i - first
     ictx = np.zeros(0, dtype=np.int64)
     if indices.size:
         tokens = np.full(length, -1, dtype=np.int64)
@@ -422,13 +431,20 @@ def _dc_pred(vals: np.ndarray, k: int, ch: int, left: np.ndarray, up: np.ndarray
 
 
 def _dc_residuals(values: np.ndarray, cells: np.ndarray, dw: int) -> np.ndarray:
-    """(n, 3) residual symbols (offset by DC_SPAN) of the fragment's dc cells."""
+    """(n, 3) residual symbols (offset by DC_SPAN) of the fragment's dc cells.
+
+    The encoder knows every value, so the predictions (``_dc_pred``, which the decoder runs
+    cell by cell) are computed for all cells at once."""
     left, up, ul = dc.predict_neighbours(cells, dw)
-    out = np.zeros((cells.size, 3), dtype=np.int64)
-    for k in range(cells.size):
-        for ch in range(3):
-            out[k, ch] = int(values[ch, k]) - _dc_pred(values, k, ch, left, up, ul) + DC_SPAN
-    return out
+    v = np.asarray(values, dtype=np.int64).reshape(3, -1)
+    a, b, c = (v[:, np.maximum(i, 0)] for i in (left, up, ul))
+    has_a, has_b, has_c = left >= 0, up >= 0, ul >= 0
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    med = np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+    both = np.where(has_c, med, (a + b) // 2)
+    mid = np.asarray(dc.MID, dtype=np.int64)[:, None]
+    pred = np.where(has_a & has_b, both, np.where(has_a, a, np.where(has_b, b, mid)))
+    return (v - pred + DC_SPAN).T.copy()
 
 
 def dc_bits(values: np.ndarray, cells: np.ndarray, dw: int) -> np.ndarray:

@@ -130,11 +130,20 @@ class LayerPlanner:
             coding, payload = self.models.set_id, coded  # type: ignore[union-attr]
         return SlicePlan2(self.layer, s, e, coding, payload, self._header_len(s, e) + len(payload) + self.tag_len)
 
-    def _guess(self, s: int) -> int:
-        """Largest end whose estimated size fits the MTU with a word of slack."""
+    def _guess(self, s: int, ratio: float = 1.0) -> int:
+        """Largest end whose estimated size, times ``ratio`` (exact bits per estimated bit seen on
+        this layer's previous fragment), fits the MTU with a word of slack."""
         room = (self.mtu - self._header_len(s, s + 1) - self.tag_len - 4) * 8
-        e = int(np.searchsorted(self.est, self.est[s] + room, side="right")) - 1
+        e = int(np.searchsorted(self.est, self.est[s] + room / ratio, side="right")) - 1
         return max(s + 1, min(self.n, e))
+
+    def _ratio(self, s: int, e: int, p: SlicePlan2, ratio: float) -> float:
+        """Exact payload bits per estimated bit of the slice just encoded (the estimate uses
+        whole-frame contexts; a fragment's own contexts and word padding run a little over)."""
+        est = self.est[e] - self.est[s]
+        if est < 256:  # too short a slice to say anything
+            return ratio
+        return float(np.clip(len(p.payload) * 8 / est, 0.5, 2.0))
 
     def plan(self) -> list[SlicePlan2]:
         """Each fragment: the estimate's longest fitting slice (a word of slack), encoded; if it
@@ -143,9 +152,11 @@ class LayerPlanner:
         ``wire_size`` and ``pack`` agree."""
         plans: list[SlicePlan2] = []
         s = 0
+        ratio = 1.0
         while s < self.n:
-            e = self._guess(s)
+            e = self._guess(s, ratio)
             best = self.exact(s, e)
+            ratio = self._ratio(s, e, best, ratio)
             lo, hi = (e, None) if best.size <= self.mtu else (None, e)
             if lo is None:  # overflow: halve until it fits
                 while best.size > self.mtu:
@@ -155,7 +166,7 @@ class LayerPlanner:
                     best = self.exact(s, e)
                 lo = e
             elif e < self.n:  # room left: one jump by the estimate's slope
-                per = max((self.est[e] - self.est[s]) / (e - s), 1e-3)
+                per = max(ratio * (self.est[e] - self.est[s]) / (e - s), 1e-3)
                 cand_e = min(self.n, e + max(1, int((self.mtu - best.size) * 8 / per)))
                 cand = self.exact(s, cand_e)
                 if cand.size <= self.mtu:

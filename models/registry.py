@@ -20,6 +20,9 @@ class ModelFiles:
     encoder_onnx: str
     scorer: str
     scorer_onnx: str
+    # the light edge encoder distilled from the tokenizer's own (models.fast_encoder): same ids
+    fast_encoder: str = ""
+    fast_encoder_onnx: str = ""
 
     def path(self, name: str, root: Path | None = None) -> Path:
         return (root or CHECKPOINT_DIR) / getattr(self, name)
@@ -32,7 +35,8 @@ REGISTRY: dict[int, ModelFiles] = {
     # MaskGIT (``models.codec2``) and a scorer distilled from that restorer (which fine tokens the
     # coarse layer does not already predict).
     3: ModelFiles(3, "tokenizer2_f16c_f8.safetensors", "maskgit2_f16c_f8.safetensors",
-                  "tc-vq2-f16c-f8.encoder.onnx", "scorer2_f16c_f8.safetensors", "scorer2.onnx"),
+                  "tc-vq2-f16c-f8.encoder.onnx", "scorer2_f16c_f8.safetensors", "scorer2.onnx",
+                  "fast_encoder_f16c_f8.safetensors", "tc-vq2-f16c-f8.fast-encoder.onnx"),
 }
 
 

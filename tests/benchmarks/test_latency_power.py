@@ -27,7 +27,7 @@ def test_quick_run_without_torch(tiny_images, tmp_path):
     data = json.loads((out / "latency.json").read_text())
     assert {"stages", "total_p50_ms", "fps", "peak_rss_mb", "power_source", "energy_per_frame_mj",
             "link_budget"} <= set(data)
-    assert set(data["stages"]) == {"encode", "detect", "score", "select", "pack"}
+    assert set(data["stages"]) == {"encode", "detect", "score", "wait", "select", "pack"}
     assert data["frame_size"] == [96, 64] and data["runs"][0]["detector"] == "yolox"
     assert all({"p50_ms", "p95_ms"} <= set(v) for v in data["stages"].values())
     assert [r["sf"] for r in data["link_budget"]] == [7, 8, 9, 10, 11, 12]

@@ -38,7 +38,7 @@ def test_select_returns_a_frame_ready_selection(graphs, build):
     assert (sel.grid_h, sel.grid_w, sel.width, sel.height, sel.tokenizer_id) == (13, 19, 150, 100, 1)
     assert sel.kept.shape == (13, 19) and sel.kept.dtype == bool
     assert sel.indices.dtype == np.int64 and sel.indices.size == sel.kept.sum()
-    assert set(sel.timings) == {"encode", "segment", "score", "select"}
+    assert set(sel.timings) == {"encode", "segment", "score", "wait", "select"}
     assert sel.size_bytes == fake_cost(0, 0, "bytes")(sel.kept, sel.indices) <= 1500
     # the indices are the encoder's, at the kept positions in row-major order
     with EdgePipeline.from_config(config(graphs), cost_fn=fake_cost) as pipe:

@@ -149,7 +149,7 @@ def test_edge_run_once(work: Path):
         ('source = "v4l2"', 'source = "images"'),
         ('[capture.images]         # a file or a folder (name order); for tests and benchmarks\npath = ""',
          f'[capture.images]\npath = "{work / "photos"}"'),
-        ('encoder = "/opt/tokencast/models/tc-vq2-f16c-f8.encoder.onnx"\n', ""),  # the shipped default
+        ('encoder = "/opt/tokencast/models/tc-vq2-f16c-f8.fast-encoder.onnx"\n', ""),  # the shipped default
         ('type = "serial"', 'type = "loopback"'),
         ('path = "/var/lib/tokencast/outbox.sqlite"', 'path = "state/outbox.sqlite"'),
     ])
