@@ -250,8 +250,12 @@ class Session:
         torch.manual_seed(0)  # random-init weights are the same on every run
         codec_cls = TokenCodec2 if tid == 3 else TokenCodec
         codec: Any = codec_cls.load(tid, device=args.device, random_init=args.random_init)
-        encoder = ensure_encoder(codec.tokenizer, files.path("encoder_onnx"), default_cache_dir(),
-                                 use_shipped=not args.random_init)
+        fast = files.path("fast_encoder_onnx") if files.fast_encoder_onnx else None
+        if fast is not None and fast.is_file() and not args.random_init:
+            encoder = fast  # the camera's default: the light distilled encoder
+        else:
+            encoder = ensure_encoder(codec.tokenizer, files.path("encoder_onnx"), default_cache_dir(),
+                                     use_shipped=not args.random_init)
         scorer = None if args.random_init else files.path("scorer_onnx")
         self.pipeline = EdgePipeline.from_config(PipelineConfig(
             encoder=encoder, tokenizer_id=tid, budget=BudgetConfig("bpp", args.budget_bpp),
