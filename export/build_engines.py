@@ -1,6 +1,6 @@
 """Build the edge and cloud inference files: ONNX FP32/FP16/INT8, optional TensorRT, a manifest.
 
-    python export/build_engines.py --out engines/ [--models encoder encoder2 scorer detector segmenter decoder
+    python export/build_engines.py --out engines/ [--models encoder encoder2 encoder2fast scorer detector segmenter decoder
         maskgit] [--precision fp32 fp16 int8] [--calib-images DIR] [--segmenter-onnx FILE] [--detector-onnx FILE]
         [--tensorrt] [--int8-target cpu|tensorrt]
         [--opset N] [--input-size HxW] [--random-init] [--install-defaults]
@@ -29,7 +29,8 @@ from models.registry import ModelNotFound, files_for  # noqa: E402
 DEFAULT_OPSET = 17  # export.onnx_export.DEFAULT_OPSET (a test keeps the two equal)
 INSTALL_HINT = "install the export extra: pip install -e '.[export]'"
 
-MODELS = ("encoder", "encoder2", "scorer", "detector", "segmenter", "decoder", "maskgit")  # encoder2: tokenizer v2 (id 3)
+# encoder2: tokenizer v2's (id 3) full edge encoder; encoder2fast: the light one distilled from it
+MODELS = ("encoder", "encoder2", "encoder2fast", "scorer", "detector", "segmenter", "decoder", "maskgit")
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_INPUT_SIZE = "480x640"  # VGA, the edge's usual capture size; also the TensorRT opt shape
 FACTOR = 8
@@ -108,10 +109,10 @@ def run(args: argparse.Namespace) -> dict:
     explicit = args.models is not None
     for name in args.models or MODELS:
         previous = data["models"].get(name)
-        if name == "encoder2" and (size[0] % 16 or size[1] % 16):
+        if name in ("encoder2", "encoder2fast") and (size[0] % 16 or size[1] % 16):
             if explicit:
-                raise InputSizeError(f"--input-size {args.input_size}: encoder2 needs multiples of 16")
-            print(f"encoder2: skipped, --input-size {args.input_size} is not a multiple of 16")
+                raise InputSizeError(f"--input-size {args.input_size}: {name} needs multiples of 16")
+            print(f"{name}: skipped, --input-size {args.input_size} is not a multiple of 16")
             continue
         if name == "detector":  # the same calibration images, letterbox-free at the detector's square input
             det_path = args.detector_onnx or detector.default_path()
@@ -151,8 +152,10 @@ def run(args: argparse.Namespace) -> dict:
             if name not in data["models"]:
                 raise ExportError(f"--install-defaults needs the {name} built; add it to --models")
             print(f"installed {build.install(out, name, args.install_dir / target)}")
-        if "encoder2" in (args.models or ()):  # tokenizer v2's edge encoder, when asked for by name
+        if "encoder2" in (args.models or ()):  # tokenizer v2's edge encoders, when asked for by name
             print(f"installed {build.install(out, 'encoder2', args.install_dir / files_for(3).encoder_onnx)}")
+        if "encoder2fast" in (args.models or ()):
+            print(f"installed {build.install(out, 'encoder2fast', args.install_dir / files_for(3).fast_encoder_onnx)}")
     return data
 
 

@@ -28,15 +28,17 @@ MASKGIT_WINDOW = 16  # the cloud restores 16x16 token windows; the exported step
 RANDOM_MASKGIT = MaskGITConfig(depth=2, dim=64, heads=4)  # as models.codec.load_maskgit(random_init=True)
 
 # model name -> (registry file attribute, edge or cloud)
-WEIGHTS = {"encoder": "tokenizer", "encoder2": "tokenizer", "decoder": "tokenizer", "scorer": "scorer",
-           "maskgit": "maskgit"}
-KIND = {"encoder": "edge", "encoder2": "edge", "scorer": "edge", "segmenter": "edge", "detector": "edge", "decoder": "cloud",
+WEIGHTS = {"encoder": "tokenizer", "encoder2": "tokenizer", "encoder2fast": "fast_encoder", "decoder": "tokenizer",
+           "scorer": "scorer", "maskgit": "maskgit"}
+KIND = {"encoder": "edge", "encoder2": "edge", "encoder2fast": "edge", "scorer": "edge", "segmenter": "edge", "detector": "edge", "decoder": "cloud",
         "maskgit": "cloud"}
 # Models that belong to one tokenizer id whatever --tokenizer-id says: the two-layer edge encoder
 # (fine ids + coarse levels) is tokenizer v2's, ``tc-vq2-f16c-f8``.
-TOKENIZER_OF = {"encoder2": 3}
+TOKENIZER_OF = {"encoder2": 3, "encoder2fast": 3}
+# Tokenizer v2's edge encoders: the full one and the light one distilled from it (models.fast_encoder)
+TWO_LAYER_ENCODERS = ("encoder2", "encoder2fast")
 # Graphs that end in a nearest-code pick: float32 tails in FP16, code-agreement targets in INT8.
-CODE_PICKERS = ("encoder", "encoder2")
+CODE_PICKERS = ("encoder", "encoder2", "encoder2fast")
 
 
 @dataclass
@@ -79,6 +81,8 @@ def load_source(name: str, *, random_init: bool = False, tokenizer_id: int = 1, 
         state, meta, sha, path = None, {}, "", None
     else:
         state, meta, sha, path = _read(weights, tokenizer_id, root)
+    if name == "encoder2fast":
+        return _fast_encoder_source(state, meta, sha, path, random_init, root)
     if name == "encoder2":
         cfg2 = Tokenizer2Config.from_dict(meta["config"]) if meta else Tokenizer2Config()
         tok2 = TwoLayerTokenizer(cfg2)
@@ -105,6 +109,27 @@ def load_source(name: str, *, random_init: bool = False, tokenizer_id: int = 1, 
     if state is not None:
         mg.load_state_dict(state)
     return Source(name, mg.eval(), sha or _random_sha(weights, m_cfg), path)
+
+
+def _fast_encoder_source(state: dict | None, meta: dict, sha: str, path: str | None, random_init: bool,
+                         root: Path | None) -> Source:
+    """The light encoder with tokenizer v2's codebook and FSQ (from the tokenizer's own file), and
+    that tokenizer for the validation report (decoding the ids it picks)."""
+    from models.fast_encoder import FastEncoder, FastEncoderConfig, FastEncoderExport
+
+    if random_init:
+        tok2 = TwoLayerTokenizer(Tokenizer2Config())
+    else:
+        t_state, t_meta, _, _ = _read("tokenizer", 3, root)
+        tok2 = TwoLayerTokenizer(Tokenizer2Config.from_dict(t_meta["config"]))
+        tok2.load_state_dict(t_state)
+    tok2.eval()
+    cfg = FastEncoderConfig.from_dict(meta["config"]) if meta else FastEncoderConfig()
+    enc = FastEncoder(cfg)
+    if state is not None:
+        enc.load_state_dict(state)
+    module = FastEncoderExport(enc.eval(), tok2.quantizer.normalized_codebook().detach(), tok2.fsq).eval()
+    return Source("encoder2fast", module, sha or _random_sha("fast_encoder", cfg), path, tok2)
 
 
 def codebook_size(source: Source) -> int:

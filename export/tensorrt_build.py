@@ -48,7 +48,7 @@ def profiles(model: str, input_size: tuple[int, int], input_name: str | None = N
     mh, mw = max(MAX_HW[0], h), max(MAX_HW[1], w)
     if fixed_shape is not None:
         return [Profile(input_name or "images", fixed_shape, fixed_shape, fixed_shape)]
-    if model in ("encoder", "encoder2", "scorer"):
+    if model in ("encoder", "encoder2", "encoder2fast", "scorer"):
         return [Profile("image", (1, 3, *MIN_HW), (1, 3, h, w), (1, 3, mh, mw))]
     if model == "segmenter":
         return [Profile(input_name or "images", (1, 3, *MIN_HW), (1, 3, h, w), (1, 3, mh, mw))]

@@ -31,6 +31,9 @@ THRESHOLDS: dict[tuple[str, str], tuple[str, float]] = {
     ("encoder2", "fp32"): ("token_agreement", 0.999),
     ("encoder2", "fp16"): ("token_agreement", 0.995),
     ("encoder2", "int8"): ("token_agreement", 0.97),
+    ("encoder2fast", "fp32"): ("token_agreement", 0.999),
+    ("encoder2fast", "fp16"): ("token_agreement", 0.995),
+    ("encoder2fast", "int8"): ("token_agreement", 0.97),
     ("scorer", "fp32"): ("spearman", 0.999),
     ("scorer", "fp16"): ("spearman", 0.99),
     ("scorer", "int8"): ("spearman", 0.95),
@@ -128,7 +131,7 @@ def accuracy(source: Source, run: Runner, feeds: Sequence[Feed]) -> dict[str, fl
     with torch.no_grad():
         ref = [[t.numpy() for t in _as_tuple(source.module(torch.from_numpy(next(iter(f.values())))))] for f in feeds]
     got = [run(f) for f in feeds]
-    if source.name == "encoder2":
+    if source.name in ("encoder2", "encoder2fast"):
         return two_layer_accuracy(source, feeds, got, ref)
     if source.name == "encoder":
         tok = source.tokenizer

@@ -66,10 +66,9 @@ def test_fast_encoder_gives_mostly_the_full_encoders_tokens_and_the_same_picture
 def test_training_resumes_where_it_stopped(tmp_path):
     from PIL import Image
 
-    from models.checkpoints import WORK_DIR
-    from models.train_fast_encoder import main
+    from models.checkpoints import WORK_DIR, save_weights
     from models.tokenizer2 import Tokenizer2Config, TwoLayerTokenizer
-    from models.checkpoints import save_weights
+    from models.train_fast_encoder import main
 
     rng = np.random.default_rng(0)
     data = tmp_path / "train"
@@ -94,3 +93,15 @@ def test_training_resumes_where_it_stopped(tmp_path):
         import shutil
 
         shutil.rmtree(WORK_DIR / run, ignore_errors=True)
+
+
+def test_build_engines_source_exports_and_agrees_with_torch(tmp_path):
+    from export.onnx_export import export_onnx
+    from export.sources import load_source
+
+    src = load_source("encoder2fast", random_init=True)
+    path = tmp_path / "encoder2fast.onnx"
+    export_onnx(src, path, (64, 96))
+    for size in ((64, 96), (96, 128)):
+        fine, coarse = agreement(path, src.module, photos(size))
+        assert fine >= 0.99 and coarse >= 0.99, (size, fine, coarse)
