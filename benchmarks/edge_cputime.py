@@ -24,6 +24,7 @@ from PIL import Image
 
 from benchmarks.latency_power import resize_to
 from edge.pipeline import EdgePipeline, PipelineConfig
+from edge.sampler import BudgetConfig
 from edge.segmenter import create_segmenter
 
 
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=16)
+    p.add_argument("--bpp", type=float, default=None, help="budget in bits per pixel (default: the config's)")
+    p.add_argument("--stage-threads", type=int, default=None, help="pipeline stage threads (default: the config's)")
     args = p.parse_args(argv)
     paths = sorted(q for q in args.images.glob("*") if q.suffix.lower() in {".jpg", ".jpeg", ".png"})[:8]
     if not paths:
@@ -54,16 +57,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     images = [resize_to(np.asarray(Image.open(q).convert("RGB")), (768, 512)) for q in paths]
     cfg = PipelineConfig()
+    if args.bpp is not None:
+        cfg.budget = BudgetConfig("bpp", args.bpp)
+    if args.stage_threads is not None:
+        cfg.stage_threads = args.stage_threads
     if args.engines is not None:
         models = json.loads((args.engines / "manifest.json").read_text())["models"]
         cfg.encoder, cfg.tokenizer_id = args.engines / models["encoder"]["engines"][args.precision]["file"], 1
         cfg.recoverability.scorer = args.engines / models["scorer"]["engines"][args.precision]["file"]
     for runtime in (cfg.encoder_runtime, cfg.recoverability.runtime, cfg.segmenter.runtime):
         runtime.intra_op_threads = args.threads
-    result: dict = {"precision": args.precision, "threads": args.threads, "encoder": str(cfg.encoder),
+    result: dict = {"precision": args.precision, "threads": args.threads, "stage_threads": cfg.stage_threads,
+                    "budget": [cfg.budget.unit, cfg.budget.value], "encoder": str(cfg.encoder),
                     "tokenizer_id": cfg.tokenizer_id, "frame": [768, 512]}
     with EdgePipeline.from_config(cfg) as pipe:
         result["pipeline_wall_p50_ms"], result["pipeline_cpu_p50_ms"] = timed(pipe.select, images, args.repeats)
+        result["scale"] = pipe.select(images[0]).scale  # 2, 4: the budget was below a full-size empty frame
     with create_segmenter(cfg.segmenter) as seg:
         result["detector_wall_p50_ms"], result["detector_cpu_p50_ms"] = timed(seg.segment, images, args.repeats + 8)
     result |= {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -68,6 +68,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         if self.config.intra_op_threads:
             opts.intra_op_num_threads = self.config.intra_op_threads
         opts.log_severity_level = 3
+        opts.enable_mem_pattern = self.config.memory_pattern
         providers = resolve_providers(list(self.config.providers), ort.get_available_providers())
         provider_options = [
             {"device_id": str(self.config.device_id)} if p != "CPUExecutionProvider" else {} for p in providers
