@@ -263,6 +263,7 @@ class EngineNotBuilt(LookupError):
 
 def engine_files(engines: Path, precision: str, backend: str, encoder_name: str = "encoder2") -> tuple[Path, Path | None]:
     """(encoder, scorer or None) of ``precision`` as build_engines.py recorded them in ``engines``.
+    For tokenizer v2 the light ``encoder2fast`` (the edge default) is preferred when it was built.
 
     fp32 without a manifest is the shipped encoder and scorer, so a camera with no engines built
     still measures something real."""
@@ -271,10 +272,12 @@ def engine_files(engines: Path, precision: str, backend: str, encoder_name: str 
         models = json.loads(manifest.read_text()).get("models", {})
     except (OSError, ValueError):
         if precision == "fp32":
-            default = DEFAULT_ENCODER if encoder_name == "encoder2" else V1_ENCODER
+            default = V1_ENCODER if encoder_name == "encoder" else DEFAULT_ENCODER
             return default, DEFAULT_SCORER if DEFAULT_SCORER.is_file() else None
         raise EngineNotBuilt(f"{precision}: no {manifest}; build it with "
                              f"python export/build_engines.py --out {engines}") from None
+    if encoder_name == "encoder2" and "encoder2fast" in models:
+        encoder_name = "encoder2fast"  # the camera's default encoder, when it was built
     found: dict[str, Path | None] = {}
     for name in (encoder_name, "scorer"):
         entry = models.get(name, {}).get("engines", {}).get(precision, {})
