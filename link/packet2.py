@@ -15,6 +15,9 @@ contexts) and settled with a few exact encodes of the candidate slice.
 from __future__ import annotations
 
 import functools
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -206,6 +209,28 @@ def _check(frame: Frame, mtu: int, tag_len: int) -> None:
         raise InvalidFrame(f"wire v2 needs a two-layer tokenizer, frame uses {frame.tokenizer_id}")
 
 
+def _plan_key(frame: Frame, layer: int, mtu: int, tag_len: int, models: ContextModels | None,
+              info_here: bool) -> tuple:
+    """Everything a layer's plan depends on; the layer's data by digest (plans are pure)."""
+    h = hashlib.blake2b(digest_size=16)
+    if layer == LAYER_COARSE:
+        arrays = [frame.coarse] + ([] if frame.dc is None else [frame.dc])
+    else:
+        arrays = [frame.kept, frame.indices]
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return (layer, mtu, tag_len, None if models is None else (id(models), models.digest), frame.tokenizer_id,
+            frame.grid_h, frame.grid_w, frame.frame_type == FRAME_DELTA, frame.dc is not None, info_here,
+            h.digest())
+
+
+_PLANS: OrderedDict[tuple, list[SlicePlan2]] = OrderedDict()
+_PLANS_LOCK = threading.Lock()
+PLAN_CACHE = 32  # the edge sizes a picture's final cut, then packs it: the second plan is free
+
+
 def plan_layer(frame: Frame, layer: int, *, mtu: int, tag_len: int = 8,
                models: ContextModels | None = None) -> list[SlicePlan2]:
     """One layer's fragments. The frame info rides on the first fragment of the first layer sent."""
@@ -213,7 +238,17 @@ def plan_layer(frame: Frame, layer: int, *, mtu: int, tag_len: int = 8,
     if layer == LAYER_COARSE and frame.coarse is None:
         return []
     info_here = layer == LAYER_COARSE or frame.coarse is None
-    return LayerPlanner(frame, layer, mtu=mtu, tag_len=tag_len, models=models, info_here=info_here).plan()
+    key = _plan_key(frame, layer, mtu, tag_len, models, info_here)
+    with _PLANS_LOCK:
+        if key in _PLANS:
+            _PLANS.move_to_end(key)
+            return list(_PLANS[key])
+    plans = LayerPlanner(frame, layer, mtu=mtu, tag_len=tag_len, models=models, info_here=info_here).plan()
+    with _PLANS_LOCK:
+        _PLANS[key] = plans
+        while len(_PLANS) > PLAN_CACHE:
+            _PLANS.popitem(last=False)
+    return list(plans)
 
 
 def plan2(frame: Frame, *, mtu: int, tag_len: int = 8, models: ContextModels | None = None) -> list[SlicePlan2]:

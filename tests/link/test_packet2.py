@@ -252,3 +252,29 @@ def test_block_means_ride_with_the_coarse_layer_and_correct_the_picture():
     assert np.array_equal(dc.correct(drifted, means, np.zeros((3, 4), bool)), drifted)
     with pytest.raises(LinkError):
         make_frame(gh=10, gw=13, dc=means[:, :2])
+
+
+def test_plan_cache_returns_exactly_what_a_fresh_planner_gives():
+    """Plans are cached by content: a repeat is free, and any change in what the planner reads
+    (one index, the kept map, the MTU, the frame type) gets its own plan."""
+    from link.packet2 import LayerPlanner
+
+    def fresh(f: Frame, layer: int, mtu: int) -> list:
+        if layer == LAYER_COARSE and f.coarse is None:
+            return []
+        info = layer == LAYER_COARSE or f.coarse is None
+        return LayerPlanner(f, layer, mtu=mtu, tag_len=8, models=MODELS, info_here=info).plan()
+
+    base = make_frame(gh=18, gw=26, keep=0.5, seed=3)
+    idx = base.indices.copy()
+    idx[0] = (idx[0] + 1) % SPEC.codebook_size
+    variants = [base, make_frame(gh=18, gw=26, keep=0.5, seed=3),
+                Frame(**{**base.__dict__, "indices": idx}),
+                Frame(**{**base.__dict__, "frame_type": FRAME_DELTA, "ref_counter": 1, "coarse": None, "dc": None})]
+    for f in variants:
+        for layer in (LAYER_COARSE, LAYER_FINE):
+            for mtu in (64, 222):
+                assert plan_layer(f, layer, mtu=mtu, models=MODELS) == fresh(f, layer, mtu)
+                assert plan_layer(f, layer, mtu=mtu, models=MODELS) == fresh(f, layer, mtu)  # cached
+    changed = plan_layer(variants[2], LAYER_FINE, mtu=64, models=MODELS)
+    assert changed != plan_layer(base, LAYER_FINE, mtu=64, models=MODELS)
