@@ -47,6 +47,7 @@ from link.entropy import default_prior
 from link.frame import Frame
 from link.lora import RadioProfile
 from link.packet import pack, plan
+from link.packet2 import clear_plan_cache
 from link.security import Sealer
 
 PROG = "latency_power"
@@ -227,6 +228,7 @@ def measure(pipe: EdgePipeline, images: list[np.ndarray], seconds: float, budget
     n = 0
     while n < min_frames or time.monotonic() - t0 < seconds:
         im = images[n % len(images)]
+        clear_plan_cache()  # the images repeat; a camera's next picture is not one it planned before
         t = time.perf_counter()
         sel = pipe.select(im, budget)
         frame = Frame(1, n, 0, sel.width, sel.height, sel.tokenizer_id, sel.grid_h, sel.grid_w, sel.kept, sel.indices,

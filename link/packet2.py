@@ -231,6 +231,13 @@ _PLANS_LOCK = threading.Lock()
 PLAN_CACHE = 32  # the edge sizes a picture's final cut, then packs it: the second plan is free
 
 
+def clear_plan_cache() -> None:
+    """Forget every cached plan (benchmarks that cycle through a few pictures call it per frame,
+    so a repeated picture is not timed as planned for free)."""
+    with _PLANS_LOCK:
+        _PLANS.clear()
+
+
 def plan_layer(frame: Frame, layer: int, *, mtu: int, tag_len: int = 8,
                models: ContextModels | None = None) -> list[SlicePlan2]:
     """One layer's fragments. The frame info rides on the first fragment of the first layer sent."""
