@@ -121,7 +121,7 @@ def engines(work: Path) -> Path:
 
 def test_build_engines(engines: Path):
     models = json.loads((engines / "manifest.json").read_text())["models"]
-    for name in ("encoder", "scorer", "decoder", "maskgit"):
+    for name in ("encoder", "encoder2", "encoder2fast", "scorer", "decoder", "maskgit"):
         for precision, e in models[name]["engines"].items():
             assert e["status"] in ("ok", "below_threshold", "skipped"), (name, precision, e)
             if e["status"] != "skipped":
@@ -137,7 +137,7 @@ def test_latency_power_each_precision(engines: Path, work: Path):
     assert p.returncode == 0, p.stderr[-3000:]
     runs = json.loads((out / "latency.json").read_text())["runs"]
     assert [(r["precision"], Path(r["encoder"]).name) for r in runs] == [
-        (x, f"encoder2.{x}.onnx") for x in ("fp32", "fp16", "int8")]  # the two-layer default
+        (x, f"encoder2fast.{x}.onnx") for x in ("fp32", "fp16", "int8")]  # the edge's default encoder
 
 
 def test_edge_run_once(work: Path):
