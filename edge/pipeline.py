@@ -306,7 +306,7 @@ class EdgePipeline:
         unit = "seconds" if budget.unit == "seconds" else "bytes"
         instances = None
         for scale in SCALES if cfg.downscale else (1,):
-            if self._expect_too_small(scale, width, height, unit, limit):
+            if cfg.downscale and self._expect_too_small(scale, width, height, unit, limit):
                 continue
             small = image if scale == 1 else shrink(image, scale)
             h, w = small.shape[:2]

@@ -86,3 +86,38 @@ def test_coarse_repeat_pays_in_the_budget_and_counts_as_duplicates(encoder, grap
     assert n_coarse >= 1 and r.stats.duplicates == n_coarse  # the copies of a completed frame are dropped
     assert wire_size(out[0].to_frame(), mtu=222, tag_len=8) + sum(
         len(f) for f in packed.fragments[-n_coarse:]) == sel.size_bytes
+
+
+def test_a_size_over_budget_last_time_is_skipped_then_retried(encoder, graphs, build):
+    """Under a budget below a full-size empty frame the next pictures start at the smaller size
+    (no full-size encode thrown away), and every RETRY_AFTER frames full size is tried again."""
+    img = build.photo(128, 192)
+    with pipeline(encoder, graphs, BudgetConfig("bytes", 90), mtu=222) as pipe:
+        calls: list[tuple[int, int]] = []
+        encode = pipe.encode_layers
+
+        def counted(padded):
+            calls.append(padded.shape[:2])
+            return encode(padded)
+
+        pipe.encode_layers = counted  # type: ignore[method-assign]
+        first = pipe.select(img)
+        assert calls[0] == (128, 192) and first.scale in (2, 4)  # full size tried, then smaller
+        calls.clear()
+        for _ in range(EdgePipeline.RETRY_AFTER):
+            assert pipe.select(img).scale == first.scale
+        assert (128, 192) not in calls  # skipped while the memory holds
+        calls.clear()
+        assert pipe.select(img).scale == first.scale
+        assert calls[0] == (128, 192)  # retried after RETRY_AFTER frames
+
+
+def test_without_downscale_a_small_budget_keeps_failing_clearly(encoder, graphs, build):
+    from edge.sampler import BudgetTooSmall
+
+    img = build.photo(128, 192)
+    with pipeline(encoder, graphs, BudgetConfig("bytes", 90), mtu=222) as pipe:
+        pipe.config.downscale = False
+        for _ in range(3):
+            with pytest.raises(BudgetTooSmall):
+                pipe.select(img)
